@@ -1,0 +1,3 @@
+from uqseg_cli.cli.app import main
+
+main()
