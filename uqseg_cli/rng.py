@@ -18,7 +18,9 @@ def case_seed(seed: int, case_id: str, method: str = "") -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def case_generator(seed: int, case_id: str, method: str = "", device: str | torch.device = "cpu") -> torch.Generator:
+def case_generator(
+    seed: int, case_id: str, method: str = "", device: str | torch.device = "cpu"
+) -> torch.Generator:
     """A torch generator for one case and method, on ``device``."""
     g = torch.Generator(device=device)
     g.manual_seed(case_seed(seed, case_id, method))

@@ -36,7 +36,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     """Uncertainty-aware segmentation quality prediction (2D photos and 3D CT)."""
@@ -76,5 +78,7 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
-        typer.echo(f"uqseg: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        typer.echo(
+            f"uqseg: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True
+        )
         sys.exit(EXIT_USAGE)

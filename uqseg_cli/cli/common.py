@@ -11,17 +11,25 @@ import typer
 from uqseg_cli.errors import EXIT_CASE_FAILED, EXIT_INTERRUPTED, UqsegError
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images (or slices/patches) per forward pass.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed; every per-case draw derives from (seed, case, method).")]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Images (or slices/patches) per forward pass.")
+]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Seed; every per-case draw derives from (seed, case, method).")
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start over, replacing an existing output.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 NumParts = Annotated[
     int | None,
-    typer.Option("--num-parts", min=1, help="Split the cases into N parts [default: SLURM_ARRAY_TASK_COUNT or 1]."),
+    typer.Option(
+        "--num-parts", min=1, help="Split the cases into N parts [default: SLURM_ARRAY_TASK_COUNT or 1]."
+    ),
 ]
 PartId = Annotated[
     int | None,
-    typer.Option("--part-id", min=0, help="Which part (0-based) this run does [default: SLURM_ARRAY_TASK_ID or 0]."),
+    typer.Option(
+        "--part-id", min=0, help="Which part (0-based) this run does [default: SLURM_ARRAY_TASK_ID or 0]."
+    ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 
@@ -59,7 +67,9 @@ def finish(result) -> None:
     if getattr(result, "interrupted", False):
         raise typer.Exit(EXIT_INTERRUPTED)
     if result.failed:
-        typer.echo(f"uqseg: {len(result.failed)} case(s) failed: {', '.join(sorted(result.failed))}", err=True)
+        typer.echo(
+            f"uqseg: {len(result.failed)} case(s) failed: {', '.join(sorted(result.failed))}", err=True
+        )
         raise typer.Exit(EXIT_CASE_FAILED)
 
 

@@ -1,0 +1,152 @@
+"""Readers for 2D images (PNG/JPEG/BMP/TIFF) and NIfTI volumes, and for masks on the same grid.
+
+Arrays come back channel-first: images ``(C, H, W)`` or ``(C, D, H, W)``, masks ``(H, W)`` or ``(D, H, W)``.
+NIfTI ``(X, Y, Z)`` data is transposed to ``(Z, Y, X)`` and the spacing reversed to match, so that axis order is
+the same for every format. A NIfTI holding a single slice is a 2D image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from uqseg_cli.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ALL_SUFFIXES = IMAGE_SUFFIXES + NIFTI_SUFFIXES
+
+
+@dataclass
+class Case:
+    """One loaded case. Arrays are channel-first; ``spacing`` is in mm, one value per spatial axis."""
+
+    id: str
+    image: np.ndarray
+    spacing: tuple[float, ...]
+    mask: np.ndarray | None = None
+    raters: np.ndarray | None = None
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions (2 or 3)."""
+        return self.image.ndim - 1
+
+
+def file_suffix(path: Path | str) -> str:
+    """Lower-case suffix, treating ``.nii.gz`` as one suffix."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def case_id_of(path: Path | str) -> str:
+    """The case id of a file: its name without the (possibly double) suffix."""
+    name = Path(path).name
+    suf = file_suffix(name)
+    return name[: len(name) - len(suf)] if suf else name
+
+
+def _check_file(path: Path, case: str | None) -> None:
+    where = f"{path}" + (f" (case {case})" if case else "")
+    if not path.exists():
+        raise InputError(f"{where}: file not found")
+    if path.is_dir():
+        raise InputError(f"{where}: is a folder, expected a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{where}: file is empty")
+    if file_suffix(path) not in ALL_SUFFIXES:
+        raise InputError(
+            f"{where}: unsupported file type {file_suffix(path)!r} (expected one of {', '.join(ALL_SUFFIXES)})"
+        )
+
+
+def _read_2d(path: Path, case: str | None) -> tuple[np.ndarray, tuple[float, ...]]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1"):
+                im = im.convert("RGB" if im.mode not in ("LA", "1") else "L")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(
+            f"{path}" + (f" (case {case})" if case else "") + f": cannot decode image: {exc}"
+        ) from None
+    arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    return np.ascontiguousarray(arr), (1.0, 1.0)
+
+
+def _read_nifti(path: Path, case: str | None) -> tuple[np.ndarray, tuple[float, ...]]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+        zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
+    except Exception as exc:  # nibabel raises many types for truncated/garbled files
+        raise InputError(
+            f"{path}" + (f" (case {case})" if case else "") + f": cannot read NIfTI: {exc}"
+        ) from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data, zooms = data[..., 0], zooms[:3]
+    if data.ndim == 3 and data.shape[2] == 1:
+        data, zooms = data[..., 0], zooms[:2]
+    if data.ndim not in (2, 3):
+        raise InputError(f"{path}: expected a 2D or 3D NIfTI, got shape {data.shape}")
+    data = np.ascontiguousarray(data.T)  # (X, Y[, Z]) -> ([Z,] Y, X)
+    spacing = tuple(reversed(zooms))
+    return data[None], spacing
+
+
+def read_image(path: Path | str, case: str | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read an image or volume. Returns ``(array (C, *spatial), spacing_mm)``.
+
+    Photos keep their dtype (uint8 usually) with spacing 1 mm; NIfTI data is float32 with header spacing.
+    """
+    path = Path(path)
+    _check_file(path, case)
+    if file_suffix(path) in NIFTI_SUFFIXES:
+        arr, spacing = _read_nifti(path, case)
+        arr = arr.astype(np.float32, copy=False)
+    else:
+        arr, spacing = _read_2d(path, case)
+    if min(arr.shape[1:]) < 1:
+        raise InputError(f"{path}: image has an empty axis, shape {arr.shape[1:]}")
+    return arr, spacing
+
+
+def read_mask(path: Path | str, shape: tuple[int, ...], case: str | None = None) -> np.ndarray:
+    """Read a label mask on the image grid ``shape`` (spatial). Returns uint8 labels ``(*shape)``.
+
+    Binary 0/255 masks become 0/1; colour masks must be grey (all channels equal); integer labels are kept.
+    """
+    path = Path(path)
+    arr, _ = read_image(path, case)
+    where = f"{path}" + (f" (case {case})" if case else "")
+    if arr.shape[0] > 1:
+        if not np.all(arr == arr[:1]):
+            raise InputError(f"{where}: mask has {arr.shape[0]} differing channels, expected a label image")
+    arr = arr[0]
+    if tuple(arr.shape) != tuple(shape):
+        raise InputError(f"{where}: mask shape {tuple(arr.shape)} differs from image shape {tuple(shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{where}: mask holds NaN or infinite values")
+    if np.any(arr < 0) or np.any(arr != np.round(arr)):
+        raise InputError(f"{where}: mask holds negative or non-integer values; expected integer labels")
+    values = np.unique(arr)
+    if values.size <= 2 and values.max(initial=0) == 255:
+        arr = (arr > 0).astype(np.uint8)
+    elif values.max(initial=0) > 255:
+        raise InputError(f"{where}: label {int(values.max())} exceeds 255")
+    return arr.astype(np.uint8)

@@ -1,0 +1,66 @@
+"""CSV and JSON outputs: written atomically to a file, or to standard output with ``-``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from uqseg_cli.errors import UqsegError
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def check_writable(path: str | Path, overwrite: bool) -> None:
+    """Refuse to replace an existing table unless ``--overwrite`` (``-`` is always fine)."""
+    if str(path) != "-" and Path(path).exists() and not overwrite:
+        raise UqsegError(f"{path}: exists; pass --overwrite to replace it")
+
+
+def write_table(df: pd.DataFrame, path: str | Path, float_format: str | None = None) -> None:
+    """Write ``df`` as CSV (no index) to ``path`` atomically, or to stdout when ``path`` is ``-``."""
+    text = df.to_csv(index=False, float_format=float_format, lineterminator="\n")
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    _atomic_write_text(Path(path), text)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    _atomic_write_text(Path(path), text)
+
+
+def read_table(path: str | Path, required: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV, checking that ``required`` columns are present (one clear error otherwise)."""
+    p = Path(path)
+    if not p.exists():
+        raise UqsegError(f"{p}: file not found")
+    try:
+        df = pd.read_csv(p)
+    except Exception as exc:
+        raise UqsegError(f"{p}: cannot read CSV: {exc}") from None
+    missing = [c for c in (required or []) if c not in df.columns]
+    if missing:
+        raise UqsegError(f"{p}: missing column(s) {', '.join(missing)}")
+    return df
