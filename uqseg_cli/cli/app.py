@@ -13,8 +13,8 @@ from uqseg_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UqsegError
 
 # Subcommand modules in pipeline order; each exposes `register(app)`. A stage is listed only when it works.
 STAGES: list[str] = [
-    "info",
     "merge",
+    "info",
 ]
 
 app = typer.Typer(
@@ -54,7 +54,7 @@ def main() -> None:
     """Console entry point: run the app, turning known errors into one line and an exit code."""
     debug = "--debug" in sys.argv[1:] or os.environ.get("UQSEG_DEBUG") == "1"
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except UqsegError as exc:
         if debug:
             raise
@@ -65,20 +65,19 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # click/typer usage errors carry their own message and exit code (2)
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        name = type(exc).__name__
+        if name == "Abort":
             typer.echo("uqseg: aborted", err=True)
             sys.exit(EXIT_INTERRUPTED)
-        if isinstance(exc, click.exceptions.Exit):
+        if name == "Exit" and hasattr(exc, "exit_code"):
             sys.exit(exc.exit_code)
         if debug:
             raise
-        typer.echo(
-            f"uqseg: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True
-        )
+        typer.echo(f"uqseg: error: {name}: {exc} (run with --debug for the traceback)", err=True)
         sys.exit(EXIT_USAGE)
+    sys.exit(rc if isinstance(rc, int) else 0)

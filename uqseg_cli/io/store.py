@@ -202,7 +202,7 @@ class StageFile:
         if not rel:
             return None
         p = Path(rel)
-        return p if p.is_absolute() else (self.path.parent / p)
+        return p if p.is_absolute() else Path(os.path.normpath(self.path.parent / p))
 
     @property
     def parent(self) -> StageFile | None:

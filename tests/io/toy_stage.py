@@ -1,0 +1,63 @@
+"""A test-only stage on the real runner: deterministic per-case arrays, optionally slow (for kill tests).
+
+python toy_stage.py OUT N_CASES [--sleep S] [--num-parts N --part-id K] [--scale X] [--fail ID] [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from uqseg_cli.errors import CaseError
+from uqseg_cli.io.runner import StageRun, run_stage
+from uqseg_cli.io.store import write_array
+from uqseg_cli.rng import case_numpy_rng
+
+
+def toy_process(scale: float, sleep: float, fail: set[str]):
+    def process(cid: str, group) -> None:
+        if cid in fail:
+            raise CaseError(f"case {cid} is unreadable (test)")
+        rng = case_numpy_rng(7, cid, "toy")
+        for i in range(4):
+            write_array(group, f"a{i}", rng.standard_normal((3, 40, 50)).astype(np.float32) * scale)
+            if sleep:
+                time.sleep(sleep / 4)
+        group.attrs["spacing"] = np.array([1.0, 0.5])
+        group.attrs["checksum"] = float(scale)
+
+    return process
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("n", type=int)
+    ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--num-parts", type=int, default=1)
+    ap.add_argument("--part-id", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--fail", action="append", default=[])
+    ap.add_argument("--overwrite", action="store_true")
+    a = ap.parse_args(argv)
+    ids = [f"case{i:03d}" for i in range(a.n)]
+    run = StageRun(
+        "toy",
+        a.out,
+        {"scale": a.scale},
+        ids,
+        num_parts=a.num_parts,
+        part_id=a.part_id,
+        overwrite=a.overwrite,
+        quiet=True,
+    )
+    res = run_stage(run, toy_process(a.scale, a.sleep, set(a.fail)))
+    return 130 if res.interrupted else (1 if res.failed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,48 @@
+"""`uqseg merge`: join the part files of a sharded stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from uqseg_cli.cli.common import JsonOut, Overwrite, Quiet
+from uqseg_cli.io.merge import find_parts, merge_parts
+from uqseg_cli.progress import log
+
+
+def merge(
+    parts: Annotated[
+        list[Path] | None, typer.Argument(help="Part files; default: every <out stem>.partK-of-N.h5 next to -o.")
+    ] = None,
+    out: Annotated[Path, typer.Option("-o", "--output", help="The merged file.")] = Path("predict.h5"),
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Merge even if parts or cases are missing (recorded as failed).")
+    ] = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Join the parts of a stage run split with --num-parts/--part-id (e.g. a SLURM array job).
+
+    Refuses parts of different stages or options, overlapping cases, and missing parts or cases.
+
+    Examples:
+      uqseg merge -o predict.h5                      # finds predict.part*-of-N.h5
+      uqseg merge samples.part0-of-2.h5 samples.part1-of-2.h5 -o samples.h5
+    """
+    paths = list(parts) if parts else find_parts(out)
+    summary = merge_parts(paths, out, allow_missing=allow_missing, overwrite=overwrite)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        log(
+            f"merged {summary['parts']} part(s), {summary['cases']} case(s) of stage {summary['stage']} into {out}",
+            quiet,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("merge", help="Join the part files of a sharded stage run into one file.")(merge)
