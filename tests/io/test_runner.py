@@ -277,3 +277,21 @@ def test_run_stage_lineage(tmp_path):
     toy_main([str(parent), "3", "--scale", "2", "--overwrite"])
     with StageFile(child) as sf, pytest.raises(StoreError, match="has changed"):
         sf.case("case001").get("a1")
+
+
+def test_ctrl_c_keeps_finished_cases_and_exits_130(tmp_path):
+    out = tmp_path / "toy.h5"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, str(TOY), str(out), "30", "--sleep", "0.1"], env=env)
+    partial = Path(str(out) + ".partial")
+    deadline = time.time() + 60
+    while len(list(partial.glob("*.h5"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    kept = sorted(p.name for p in partial.glob("*.h5"))
+    assert len(kept) >= 2 and not out.exists() and not list(partial.glob("*.tmp"))
+    ref = tmp_path / "ref.h5"
+    toy_main([str(ref), "30"])
+    assert toy_main([str(out), "30"]) == 0
+    assert_same(contents(ref), contents(out))
