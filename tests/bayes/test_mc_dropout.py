@@ -16,7 +16,7 @@ from uqseg_cli.rng import case_generator
 torch.set_num_threads(1)
 
 
-def _run(model, image, T, *, cache=None, per_call=None, slices=None, seed=0, case="c1"):
+def _run(model, image, T, *, cache=None, max_batch=None, slices=None, seed=0, case="c1"):
     shape = tuple(image.shape[1:])
     kept = np.zeros((T, 3, *shape), dtype=np.float32)
 
@@ -29,30 +29,30 @@ def _run(model, image, T, *, cache=None, per_call=None, slices=None, seed=0, cas
     else:
         chunks, restore = chunks_slices(image, slices), restore_slices
     info = sample_mc_dropout(model, chunks, restore, acc, generator=case_generator(seed, case, "mcdropout"),
-                             samples_per_call=per_call, cache_encoder=cache)
+                             max_batch=max_batch, cache_encoder=cache)
     return acc.result(), kept, info
 
 
 def test_cached_equals_full_passes_2d() -> None:
     model = ToySeg(dims=2)
     image = torch.randn(1, 12, 10)
-    r_cache, s_cache, i_cache = _run(model, image, 6, per_call=4)
-    r_full, s_full, i_full = _run(model, image, 6, cache=False, per_call=1)
+    r_cache, s_cache, i_cache = _run(model, image, 6, max_batch=4)
+    r_full, s_full, i_full = _run(model, image, 6, cache=False, max_batch=1)
     assert (i_cache.mode, i_full.mode) == ("cached", "full")
     np.testing.assert_allclose(s_cache, s_full, rtol=0, atol=1e-6)
     np.testing.assert_allclose(r_cache.sum_p, r_full.sum_p, rtol=0, atol=1e-5)
     # the samples really differ from each other (dropout is on) ...
     assert np.abs(s_cache[0] - s_cache[1]).max() > 1e-3
     # ... and the identity of a sample does not depend on the grouping
-    np.testing.assert_allclose(_run(model, image, 6, per_call=6)[1], s_cache, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(_run(model, image, 6, max_batch=6)[1], s_cache, rtol=0, atol=1e-6)
 
 
 def test_slicewise_batch_size_independent_and_cached_equals_full() -> None:
     model = ToySeg(dims=2)
     vol = torch.randn(1, 5, 8, 8)
-    _, a, _ = _run(model, vol, 4, slices=2, per_call=3)
-    _, b, _ = _run(model, vol, 4, slices=3, cache=False, per_call=2)
-    _, c, _ = _run(model, vol, 4, slices=5, per_call=4)
+    _, a, _ = _run(model, vol, 4, slices=2, max_batch=3)
+    _, b, _ = _run(model, vol, 4, slices=3, cache=False, max_batch=2)
+    _, c, _ = _run(model, vol, 4, slices=5, max_batch=4)
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     np.testing.assert_allclose(a, c, rtol=0, atol=1e-6)
     # different slices get different masks: compare dropout effect on identical slices
@@ -64,8 +64,8 @@ def test_slicewise_batch_size_independent_and_cached_equals_full() -> None:
 def test_3d_model_cached_equals_full() -> None:
     model = ToySeg(dims=3)
     vol = torch.randn(1, 4, 6, 6)
-    _, a, _ = _run(model, vol, 3, per_call=3)
-    _, b, info = _run(model, vol, 3, cache=False, per_call=1)
+    _, a, _ = _run(model, vol, 3, max_batch=3)
+    _, b, info = _run(model, vol, 3, cache=False, max_batch=1)
     assert info.mode == "full"
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 

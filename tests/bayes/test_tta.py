@@ -48,20 +48,20 @@ def test_3d_transforms_invert_and_are_distinct() -> None:
     assert len(set(outs)) == 8
 
 
-def _tta(model, image, T, *, slices=None, intensity=0.0, seed=0, per_call=None):
+def _tta(model, image, T, *, slices=None, intensity=0.0, seed=0, max_batch=None):
     shape = tuple(image.shape[1:])
     acc = SampleAccumulator(3, shape, T, (1.0,) * len(shape), sum_dtype=torch.float64)
     chunks, restore = (chunks_whole(image), restore_whole) if slices is None else (
         chunks_slices(image, slices), restore_slices)
     names = sample_tta(model, chunks, restore, acc, generator=case_generator(seed, "c", "tta"),
-                       intensity=intensity, samples_per_call=per_call)
+                       intensity=intensity, max_batch=max_batch)
     return acc, names
 
 
 @pytest.mark.parametrize("dims,shape", [(2, (2, 6, 9)), (3, (2, 4, 5, 6))])
 def test_equivariant_model_gives_zero_tta_uncertainty(dims, shape) -> None:
     image = torch.randn(shape)
-    acc, names = _tta(Pointwise(dims=dims), image, 8, per_call=3)
+    acc, names = _tta(Pointwise(dims=dims), image, 8, max_batch=3)
     assert len(set(names)) == 8
     maps = uncertainty_maps(acc.sums())
     assert float(maps["mutual_information"].max()) < 1e-6
@@ -76,7 +76,7 @@ def test_sums_equal_manual_transform_invert_reference() -> None:
     """Brute force: for every transform, invert(model(apply(x))) -> log_softmax, stacked, summed in one shot."""
     model = ToySeg(dims=2, cin=1, p=0.0)
     vol = torch.randn(1, 3, 6, 10)  # slice-wise, non-square slices (rotations change the shape)
-    acc, _ = _tta(model, vol, 8, slices=2, per_call=8)
+    acc, _ = _tta(model, vol, 8, slices=2, max_batch=8)
     samples = []
     with torch.no_grad():
         for tf in TRANSFORMS_2D:

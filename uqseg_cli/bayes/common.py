@@ -62,3 +62,11 @@ def base_seed(generator: torch.Generator) -> int:
 def split_samples(logits: torch.Tensor, n: int) -> torch.Tensor:
     """Logits ``(n*N, K, *s)`` of a sample-major batch → ``(n, N, K, *s)`` in float32."""
     return logits.float().reshape(n, logits.shape[0] // n, *logits.shape[1:])
+
+
+def samples_per_pass(T: int, n_items: int, max_batch: int | None) -> int:
+    """How many samples of a chunk with ``n_items`` rows go in one forward pass: all ``T`` when ``max_batch`` is
+    None, else as many as fit ``n * n_items <= max_batch`` (at least one)."""
+    if max_batch is None:
+        return T
+    return max(1, min(T, int(max_batch) // max(1, n_items)))

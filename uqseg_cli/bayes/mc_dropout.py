@@ -22,7 +22,16 @@ import torch
 from torch import nn
 
 from uqseg_cli.bayes.accumulator import SampleAccumulator
-from uqseg_cli.bayes.common import ChunkLike, Restore, autocast, base_seed, derive_seed, item_keys, split_samples
+from uqseg_cli.bayes.common import (
+    ChunkLike,
+    Restore,
+    autocast,
+    base_seed,
+    derive_seed,
+    item_keys,
+    samples_per_pass,
+    split_samples,
+)
 
 _ELEMENTWISE = (nn.Dropout,)
 _CHANNELWISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -122,7 +131,7 @@ def sample_mc_dropout(
     acc: SampleAccumulator,
     *,
     generator: torch.Generator,
-    samples_per_call: int | None = None,
+    max_batch: int | None = None,
     cache_encoder: bool | None = None,
     amp: bool = False,
 ) -> MCDropoutInfo:
@@ -134,7 +143,8 @@ def sample_mc_dropout(
         restore: logits ``(n, N, K, *model_spatial)`` → log-probabilities ``(n, K, *region)``.
         acc: receives the samples.
         generator: the case's generator for method ``mcdropout``; one draw seeds everything.
-        samples_per_call: samples per forward pass (batch ``n * N``); default all T at once.
+        max_batch: most rows per forward pass (``n`` samples of a chunk of N items make ``n * N`` rows);
+            default: all T samples of a chunk in one pass.
         cache_encoder: ``None`` = whenever the model allows it (:func:`can_cache_encoder`); ``False`` forces full
             passes; ``True`` requires caching.
         amp: float16 autocast on CUDA.
@@ -146,7 +156,6 @@ def sample_mc_dropout(
         cache_encoder = cacheable
     elif cache_encoder and not cacheable:
         raise ValueError("MC dropout: this model cannot cache its encoder (dropout inside the encoder)")
-    n_per = max(1, min(T, samples_per_call or T))
     seed = base_seed(generator)
     model.eval()
     with SeededDropout(model, seed) as sd:
@@ -154,6 +163,7 @@ def sample_mc_dropout(
             x = chunk.x
             N = int(x.shape[0])
             keys = item_keys(chunk.index, tuple(x.shape))
+            n_per = samples_per_pass(T, N, max_batch)
             feats = None
             if cache_encoder:
                 sd.set_batch(None)  # dropout firing inside encode() raises

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from uqseg_cli.bayes.accumulator import SampleAccumulator
-from uqseg_cli.bayes.common import ChunkLike, Restore, autocast, split_samples
+from uqseg_cli.bayes.common import ChunkLike, Restore, autocast, samples_per_pass, split_samples
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def sample_tta(
     *,
     generator: torch.Generator,
     intensity: float = 0.0,
-    samples_per_call: int | None = None,
+    max_batch: int | None = None,
     amp: bool = False,
 ) -> list[str]:
     """Draw ``acc.T`` TTA samples of one case into ``acc``; returns the transform name of each sample.
@@ -113,8 +113,9 @@ def sample_tta(
         chunks, restore, acc: as for every sampler (see ``uqseg_cli.bayes.common``).
         generator: the case's generator for method ``tta`` (only drawn from when ``intensity > 0``).
         intensity: jitter strength ``s`` (0 = geometric transforms only; then T <= 8).
-        samples_per_call: transformed copies per forward pass (batch ``n * N``); copies whose transformed shape
-            differs (90° rotations of non-square inputs) go in separate passes.
+        max_batch: most rows per forward pass (``n`` transformed copies of N items make ``n * N`` rows;
+            default all T at once); copies whose transformed shape differs (90° rotations of non-square inputs)
+            go in separate passes.
         amp: float16 autocast on CUDA.
     """
     T = acc.T
@@ -122,12 +123,12 @@ def sample_tta(
     if limit is not None and T > limit:
         raise ValueError(f"TTA: only {limit} distinct transforms; use T <= {limit} or intensity jitter")
     ab = draw_intensity(T, intensity, generator)
-    n_per = max(1, min(T, samples_per_call or T))
     model.eval()
     names: list[str] = []
     for chunk in chunks:
         x = chunk.x
         tf = transforms_for(x.ndim - 2)
+        n_per = samples_per_pass(T, int(x.shape[0]), max_batch)
         names = [tf[t % len(tf)].name for t in range(T)]
         t = 0
         while t < T:
