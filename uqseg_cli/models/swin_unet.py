@@ -58,9 +58,7 @@ class SwinUNet(SegModel):
         self.blocks = nn.ModuleList()
         for i in range(len(enc_ch) - 1, 0, -1):
             self.blocks.append(
-                nn.Sequential(
-                    spatial_dropout(2, p_dec), conv_block(2, enc_ch[i] + enc_ch[i - 1], enc_ch[i - 1])
-                )
+                nn.Sequential(spatial_dropout(2, p_dec), conv_block(2, enc_ch[i] + enc_ch[i - 1], enc_ch[i - 1]))
             )
         self.decoder = self.blocks
         self.head = SegHead(2, enc_ch[0], num_classes, dropout, scale=4)

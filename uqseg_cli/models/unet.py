@@ -31,9 +31,7 @@ class UNet(SegModel):
         super().__init__(in_channels, num_classes)
         check_dropout_args(dropout, dropout_at)
         if dims not in (2, 3) or len(channels) < 2:
-            raise ValueError(
-                f"UNet needs dims 2 or 3 and at least 2 levels, got dims={dims}, channels={channels}"
-            )
+            raise ValueError(f"UNet needs dims 2 or 3 and at least 2 levels, got dims={dims}, channels={channels}")
         self.dims = dims
         self.size_multiple = 2 ** (len(channels) - 1)
         self.dropout_at = dropout_at
@@ -48,9 +46,7 @@ class UNet(SegModel):
         self.blocks = nn.ModuleList()
         for i in range(len(ch) - 1, 0, -1):
             self.ups.append(Up(ch[i], ch[i - 1], 2, stride=2))
-            self.blocks.append(
-                nn.Sequential(spatial_dropout(dims, p_dec), conv_block(dims, 2 * ch[i - 1], ch[i - 1]))
-            )
+            self.blocks.append(nn.Sequential(spatial_dropout(dims, p_dec), conv_block(dims, 2 * ch[i - 1], ch[i - 1])))
         self.decoder = nn.ModuleList([self.ups, self.blocks])
         self.head = SegHead(dims, ch[0], num_classes, dropout, scale=1)
 
