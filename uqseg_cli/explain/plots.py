@@ -1,0 +1,300 @@
+"""Figures for `uqseg explain`: Grad-CAM and uncertainty overlays, 3D montages, predicted-vs-true scatter,
+reliability diagrams, UMAP scatter.
+
+Matplotlib's object API with the Agg canvas only (no pyplot, no global backend switch, no display needed).
+Each ``*_figure`` function builds and returns a :class:`matplotlib.figure.Figure`; :func:`save_figure` writes
+it as PNG (and optionally PDF) atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from uqseg_cli.explain.gradcam import normalize_map, top_slices
+from uqseg_cli.metrics.regression import pearson, r2_score
+
+FORMATS = ("png", "pdf")
+SEG_COLOR = "#00ff66"
+REF_COLOR = "#ffd400"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A Figure with an Agg canvas attached (sizes in inches, 100 dpi when saved as PNG)."""
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write ``fig`` to ``stem.<fmt>`` for each format (via a temporary name and ``os.replace``).
+
+    Returns the written paths. Formats: ``png``, ``pdf``.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown figure format {fmt!r}; expected one of {FORMATS}")
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:
+            fig.savefig(fh, format=fmt, bbox_inches="tight")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------- images
+
+
+def display_image(image: np.ndarray) -> np.ndarray:
+    """A 2-D image ``(C, H, W)`` as an RGB array ``(H, W, 3)`` in [0, 1] for display.
+
+    3 channels: uint8 is divided by 255, other dtypes are min-max scaled. 1 channel (or any other count: the
+    first channel) becomes grey, scaled between its 1st and 99th percentile (a CT window that ignores air
+    and metal outliers).
+    """
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
+    if image.shape[0] == 3:
+        rgb = np.moveaxis(image, 0, -1).astype(np.float64)
+        if image.dtype == np.uint8:
+            return rgb / 255.0
+        lo, hi = float(rgb.min()), float(rgb.max())
+        return (rgb - lo) / (hi - lo) if hi > lo else np.zeros_like(rgb)
+    g = image[0].astype(np.float64)
+    lo, hi = np.percentile(g, [1, 99]) if g.size else (0.0, 0.0)
+    if hi <= lo:
+        lo, hi = float(g.min()), float(g.max())
+    g = np.clip((g - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(g)
+    return np.repeat(g[..., None], 3, axis=-1)
+
+
+def _draw_contour(ax, mask: np.ndarray | None, color: str) -> None:
+    if mask is None:
+        return
+    m = np.asarray(mask) > 0
+    if m.any() and not m.all():
+        ax.contour(m.astype(np.float32), levels=[0.5], colors=[color], linewidths=1.2)
+
+
+def _panel(ax, rgb, heat=None, seg=None, ref=None, title="", cmap="jet", vmax=1.0):
+    ax.imshow(rgb, interpolation="nearest")
+    im = None
+    if heat is not None:
+        im = ax.imshow(heat, cmap=cmap, alpha=0.45, vmin=0.0, vmax=vmax, interpolation="bilinear")
+    _draw_contour(ax, ref, REF_COLOR)
+    _draw_contour(ax, seg, SEG_COLOR)
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    return im
+
+
+def overlay_figure(
+    image: np.ndarray,
+    heat: np.ndarray,
+    seg: np.ndarray | None = None,
+    ref: np.ndarray | None = None,
+    title: str = "",
+    heat_label: str = "Grad-CAM",
+    normalize: bool = True,
+) -> Figure:
+    """Two panels for a 2-D case: the image with contours, and the heat map over the image.
+
+    image ``(C, H, W)``; heat ``(H, W)`` >= 0 (scaled to [0, 1] by its maximum when ``normalize``);
+    seg, ref ``(H, W)`` label maps drawn as contours (segmentation green, reference yellow).
+    """
+    rgb = display_image(image)
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.shape != rgb.shape[:2]:
+        raise ValueError(f"heat map {heat.shape} does not match the image {rgb.shape[:2]}")
+    vmax = 1.0
+    if normalize:
+        heat = normalize_map(heat)
+    else:
+        vmax = float(heat.max()) or 1.0
+    h, w = rgb.shape[:2]
+    fig = new_figure(8.0, 4.0 * h / max(w, 1) + 0.6)
+    ax0, ax1 = fig.subplots(1, 2)
+    _panel(ax0, rgb, seg=seg, ref=ref, title="image, segmentation" + (", reference" if ref is not None else ""))
+    im = _panel(ax1, rgb, heat, seg=seg, ref=ref, title=heat_label, vmax=vmax)
+    fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def montage_figure(
+    image: np.ndarray,
+    heat: np.ndarray,
+    seg: np.ndarray | None = None,
+    ref: np.ndarray | None = None,
+    num_slices: int = 9,
+    title: str = "",
+    heat_label: str = "Grad-CAM",
+) -> tuple[Figure, np.ndarray]:
+    """Montage of the axial slices with the most heat-map mass for a 3-D case.
+
+    image ``(C, D, H, W)``; heat ``(D, H, W)`` >= 0 (one colour scale for all slices: the volume maximum);
+    seg, ref ``(D, H, W)``. Returns the figure and the chosen slice indices (ascending).
+    """
+    image = np.asarray(image)
+    heat = np.asarray(heat, dtype=np.float32)
+    if image.ndim != 4 or heat.shape != image.shape[1:]:
+        raise ValueError(f"expected image (C, D, H, W) and heat (D, H, W), got {image.shape} and {heat.shape}")
+    slices = top_slices(heat, num_slices)
+    heat = normalize_map(heat)
+    cols = int(math.ceil(math.sqrt(len(slices))))
+    rows = int(math.ceil(len(slices) / cols))
+    h, w = heat.shape[1:]
+    fig = new_figure(2.6 * cols, 2.6 * rows * h / max(w, 1) + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, z in zip(axes, slices, strict=False):
+        _panel(
+            ax,
+            display_image(image[:, z]),
+            heat[z],
+            seg=None if seg is None else seg[z],
+            ref=None if ref is None else ref[z],
+            title=f"slice {z}",
+        )
+    for ax in axes[len(slices) :]:
+        ax.set_axis_off()
+    fig.suptitle(f"{title}  ({heat_label}, {len(slices)} most relevant slices)".strip(), fontsize=10)
+    return fig, slices
+
+
+def heat_figure(
+    image: np.ndarray,
+    heat: np.ndarray,
+    seg: np.ndarray | None = None,
+    ref: np.ndarray | None = None,
+    title: str = "",
+    heat_label: str = "Grad-CAM",
+    num_slices: int = 9,
+    normalize: bool = True,
+) -> Figure:
+    """:func:`overlay_figure` for 2-D ``(C, H, W)`` images, :func:`montage_figure` for 3-D ``(C, D, H, W)``."""
+    if np.ndim(image) == 4:
+        return montage_figure(image, heat, seg, ref, num_slices=num_slices, title=title, heat_label=heat_label)[0]
+    return overlay_figure(image, heat, seg, ref, title=title, heat_label=heat_label, normalize=normalize)
+
+
+# ----------------------------------------------------------------------------------------------- charts
+
+
+def pred_vs_true_figure(
+    y_true: np.ndarray, y_pred: np.ndarray, label: str = "Dice", title: str = ""
+) -> tuple[Figure, dict[str, float]]:
+    """Scatter of predicted against true quality with the identity line; R² and Pearson r in the title.
+
+    R² is ``1 - SS_res / SS_tot`` of the predictions as estimates of the truth (not of a fitted line).
+    Returns the figure and ``{"n", "r2", "pearson"}``.
+    """
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    ok = np.isfinite(t) & np.isfinite(p)
+    t, p = t[ok], p[ok]
+    stats = {"n": int(t.size), "r2": r2_score(t, p), "pearson": pearson(t, p)}
+    fig = new_figure(4.6, 4.6)
+    ax = fig.subplots()
+    ax.scatter(t, p, s=18, alpha=0.8, edgecolors="none")
+    lo = float(min(t.min(initial=0.0), p.min(initial=0.0), 0.0))
+    hi = float(max(t.max(initial=1.0), p.max(initial=1.0), 1.0))
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1, label="identity")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"true {label}")
+    ax.set_ylabel(f"predicted {label}")
+    ax.legend(loc="upper left", fontsize=8)
+    head = f"{title}\n" if title else ""
+    ax.set_title(f"{head}R² = {stats['r2']:.3f}, Pearson r = {stats['pearson']:.3f} (n = {stats['n']})", fontsize=9)
+    return fig, stats
+
+
+def reliability_from_sums(count, conf_sum, acc_sum) -> dict[str, np.ndarray | float]:
+    """Per-bin mean confidence and accuracy, and ECE/MCE, from per-bin sums (equal-width bins).
+
+    count, conf_sum, acc_sum: ``(B,)``. Returns ``confidence`` and ``accuracy`` ``(B,)`` (nan for empty bins),
+    ``weight`` ``(B,)`` = count / total, ``ece`` = ``Σ_b |acc_sum_b - conf_sum_b| / total`` and ``mce`` = max gap
+    over non-empty bins.
+    """
+    n = np.asarray(count, dtype=np.float64)
+    c = np.asarray(conf_sum, dtype=np.float64)
+    a = np.asarray(acc_sum, dtype=np.float64)
+    total = float(n.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.where(n > 0, c / n, np.nan)
+        acc = np.where(n > 0, a / n, np.nan)
+    gaps = np.abs(acc - conf)
+    return {
+        "confidence": conf,
+        "accuracy": acc,
+        "weight": n / total if total > 0 else np.zeros_like(n),
+        "ece": float(np.abs(a - c).sum() / total) if total > 0 else math.nan,
+        "mce": float(np.nanmax(gaps)) if np.any(n > 0) else math.nan,
+    }
+
+
+def reliability_figure(count, conf_sum, acc_sum, title: str = "") -> tuple[Figure, dict]:
+    """Reliability diagram from per-bin sums of ``B`` equal-width bins on [0, 1].
+
+    Bars: accuracy per bin; red: the gap to the mean confidence; lower panel: share of voxels per bin.
+    Returns the figure and the :func:`reliability_from_sums` result.
+    """
+    r = reliability_from_sums(count, conf_sum, acc_sum)
+    b = len(r["confidence"])
+    edges = np.linspace(0.0, 1.0, b + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    width = 1.0 / b
+    fig = new_figure(4.6, 5.4)
+    ax, axh = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    acc = np.nan_to_num(r["accuracy"], nan=0.0)
+    conf = np.nan_to_num(r["confidence"], nan=0.0)
+    ax.bar(centers, acc, width=width, edgecolor="black", linewidth=0.5, label="accuracy")
+    ax.bar(centers, conf - acc, bottom=acc, width=width, color="red", alpha=0.35, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    head = f"{title}\n" if title else ""
+    ax.set_title(f"{head}ECE = {r['ece']:.4f}, MCE = {r['mce']:.4f}", fontsize=9)
+    axh.bar(centers, r["weight"], width=width, color="grey", edgecolor="black", linewidth=0.5)
+    axh.set_xlabel("confidence")
+    axh.set_ylabel("share")
+    return fig, r
+
+
+def umap_figure(
+    xy: np.ndarray, color: np.ndarray | None, color_label: str, title: str = "", labels: Sequence[str] = ()
+) -> Figure:
+    """Scatter of 2-D embedding coordinates ``(n, 2)`` coloured by ``color`` ``(n,)`` (e.g. Dice, viridis).
+
+    ``labels`` (case ids) are written next to the points when there are at most 40 of them.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    fig = new_figure(5.2, 4.4)
+    ax = fig.subplots()
+    if color is not None and np.isfinite(np.asarray(color, dtype=np.float64)).any():
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(color, dtype=np.float64), cmap="viridis", s=26)
+        fig.colorbar(sc, ax=ax, label=color_label)
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], s=26)
+    if 0 < len(labels) <= 40:
+        for (x, y), lab in zip(xy, labels, strict=False):
+            ax.annotate(str(lab), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    ax.set_title(title, fontsize=9)
+    return fig
