@@ -1,0 +1,104 @@
+"""``quality.pt``: everything needed to predict, loadable with ``torch.load(weights_only=True)``.
+
+Contents: ``{"format": "uqseg-quality/1", "meta": {...}, "state_dict": {...}, "arrays": {...}}``. ``meta`` holds
+plain Python values only: framework, method, measure(s), target, backbone, dims, input size, channel names, the
+per-channel normalisation statistics, the feature names (features framework), the training record and the cases it
+was fitted on. ``state_dict`` holds the CNN weights; ``arrays`` the exported feature models (name → tensors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uqseg_cli.errors import InputError
+from uqseg_cli.quality.inputs import FRAMEWORKS, FRAMEWORKS_CNN
+from uqseg_cli.quality.models import QualityRegressor, create_quality_model
+
+FORMAT = "uqseg-quality/1"
+
+
+def _plain(obj):
+    """``meta`` as plain JSON types (numpy scalars and arrays converted), so ``weights_only`` loading accepts it."""
+
+    def conv(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"cannot store {type(o).__name__} in a quality checkpoint")
+
+    return json.loads(json.dumps(obj, default=conv, allow_nan=True))
+
+
+def save_quality_model(
+    path: Path | str,
+    meta: dict,
+    model: QualityRegressor | None = None,
+    arrays: dict[str, dict[str, np.ndarray]] | None = None,
+) -> None:
+    """Write a quality checkpoint atomically (temporary name, then ``os.replace``)."""
+    obj = {
+        "format": FORMAT,
+        "meta": _plain(meta),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()} if model is not None else {},
+        "arrays": {
+            name: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in st.items()}
+            for name, st in (arrays or {}).items()
+        },
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_quality_checkpoint(path: Path | str) -> dict:
+    """The checkpoint dict (``weights_only=True``), checked; arrays come back as numpy. One-line error otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: quality model not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a loadable quality model ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        fmt = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise InputError(f"{path}: not a uqseg quality model (format {fmt!r}, expected {FORMAT!r})")
+    meta = obj["meta"]
+    if meta.get("framework") not in FRAMEWORKS:
+        raise InputError(f"{path}: unknown framework {meta.get('framework')!r}")
+    obj["arrays"] = {n: {k: v.numpy() for k, v in st.items()} for n, st in obj.get("arrays", {}).items()}
+    return obj
+
+
+def load_quality_model(path: Path | str) -> tuple[QualityRegressor, dict]:
+    """The CNN regressor of a ``quality.pt`` (eval mode, CPU) and its ``meta``.
+
+    ``model(x)`` takes :func:`~uqseg_cli.quality.inputs.build_inputs` of a case (batched) and returns ``(N,)``
+    predicted quality; ``model.embed(x)`` the penultimate embedding; ``model.gradcam_layer`` the Grad-CAM layer.
+    """
+    obj = read_quality_checkpoint(path)
+    meta = obj["meta"]
+    if meta["framework"] not in FRAMEWORKS_CNN:
+        raise InputError(
+            f"{path}: is a {meta['framework']!r} quality model (regression on aggregated features), not a CNN"
+        )
+    model = create_quality_model(meta, pretrained=False)
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not match the model described in it: {exc}") from None
+    model.eval()
+    return model, meta

@@ -1,0 +1,105 @@
+"""CNN quality regressors: a timm 2D backbone or a small 3D CNN, global pooling, one sigmoid output (the Dice).
+
+``QualityRegressor(x)`` maps ``(N, C, H, W)`` (or ``(N, C, D, H, W)``) to ``(N,)`` predicted quality in [0, 1];
+``embed(x)`` is the penultimate embedding ``(N, F)`` (globally pooled backbone features, for UMAP);
+``gradcam_layer`` names the last convolutional stage for Grad-CAM (``uqseg explain``).
+
+Volumes are handled by a small 3D CNN on a fixed grid (default 64³) rather than 2.5D slices: the target (Dice) is a
+property of the whole volume, there is no per-slice target to train a slice model on, and a 64³ 3D CNN is cheap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class SmallCNN3d(nn.Module):
+    """Four conv-BN-ReLU blocks (widths 16, 32, 64, 128; max-pool by 2 after the first three), global average pool.
+
+    Input ``(N, C, D, H, W)`` with every spatial size >= 8; output ``(N, 128)``.
+    """
+
+    def __init__(self, in_chans: int, widths: tuple[int, ...] = (16, 32, 64, 128)):
+        super().__init__()
+        blocks = []
+        c = in_chans
+        for i, w in enumerate(widths):
+            layers: list[nn.Module] = [
+                nn.Conv3d(c, w, 3, padding=1, bias=False),
+                nn.BatchNorm3d(w),
+                nn.ReLU(inplace=True),
+                nn.Conv3d(w, w, 3, padding=1, bias=False),
+                nn.BatchNorm3d(w),
+                nn.ReLU(inplace=True),
+            ]
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool3d(2))
+            blocks.append(nn.Sequential(*layers))
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.num_features = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.blocks(x)).flatten(1)
+
+
+class QualityRegressor(nn.Module):
+    """Backbone → pooled features ``(N, F)`` → dropout → linear → sigmoid → ``(N,)``.
+
+    ``dims``: 2 (timm backbone ``backbone``, created with ``in_chans`` and ``num_classes=0``) or 3
+    (:class:`SmallCNN3d`, ``backbone`` is then ignored).
+    """
+
+    def __init__(
+        self, backbone: str, in_chans: int, dims: int = 2, pretrained: bool = False, dropout: float = 0.2
+    ):
+        super().__init__()
+        self.dims = dims
+        if dims == 2:
+            import timm
+
+            self.backbone = timm.create_model(backbone, pretrained=pretrained, in_chans=in_chans, num_classes=0)
+            info = getattr(self.backbone, "feature_info", None)
+            last = info[-1]["module"] if info else None
+            self.gradcam_layer = f"backbone.{last}" if last else None
+        elif dims == 3:
+            self.backbone = SmallCNN3d(in_chans)
+            self.gradcam_layer = f"backbone.blocks.{len(self.backbone.blocks) - 1}"
+        else:
+            raise ValueError(f"dims must be 2 or 3, got {dims}")
+        self.num_features = int(self.backbone.num_features)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, 1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate embedding ``(N, F)``: globally pooled backbone features."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(self.dropout(self.embed(x)))).squeeze(1)
+
+    def init_output(self, mean_target: float) -> None:
+        """Start from the mean training target: head bias = logit(mean), weights scaled down."""
+        m = min(max(float(mean_target), 1e-3), 1 - 1e-3)
+        with torch.no_grad():
+            self.head.bias.fill_(math.log(m / (1 - m)))
+            self.head.weight.mul_(0.1)
+
+
+def create_quality_model(meta: dict, pretrained: bool = False) -> QualityRegressor:
+    """The regressor described by a checkpoint's ``meta`` (``backbone``, ``channels``, ``dims``, ``dropout``).
+
+    ``pretrained`` downloads timm's ImageNet weights (for fitting with ``--pretrained``); loading a checkpoint never
+    needs them.
+    """
+    return QualityRegressor(
+        meta["backbone"],
+        in_chans=len(meta["channels"]),
+        dims=int(meta["dims"]),
+        pretrained=pretrained,
+        dropout=float(meta.get("dropout", 0.2)),
+    )

@@ -1,0 +1,150 @@
+"""Fitting and applying the CNN quality regressors (MSE on the target, early stopping on a validation part).
+
+The training inputs are the raw resampled channels ``(N, C, *input_size)`` of :func:`~.inputs.raw_inputs`; the
+per-channel statistics are computed on the cases being fitted and stored in the returned ``meta``, so prediction
+(:func:`~.inputs.build_inputs`) standardises new cases exactly as the training cases were.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from uqseg_cli.quality.inputs import channel_stats, standardize
+from uqseg_cli.quality.models import QualityRegressor, create_quality_model
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Training options. ``val_fraction`` of the fitted cases (at least 2, when at least 6 cases are fitted) is
+    held out for early stopping with ``patience`` epochs; the weights of the best validation epoch are kept."""
+
+    epochs: int = 40
+    patience: int = 8
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.2
+    augment: bool = True
+    seed: int = 0
+    pretrained: bool = False
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random flips along every spatial axis and, for square 2D inputs, a random multiple of 90° rotation.
+
+    The same transform is applied to every channel of a sample (image, segmentation and uncertainty stay aligned);
+    each sample of the batch ``(N, C, *spatial)`` draws its own transform.
+    """
+    out = []
+    spatial = list(range(1, x.ndim - 1))  # axes of one sample (C, *spatial) without the channel axis
+    for i in range(x.shape[0]):
+        s = x[i]
+        flips = torch.rand(len(spatial), generator=generator) < 0.5
+        axes = [a for a, f in zip(spatial, flips.tolist(), strict=True) if f]
+        if axes:
+            s = torch.flip(s, axes)
+        if x.ndim == 4 and x.shape[2] == x.shape[3]:
+            k = int(torch.randint(0, 4, (1,), generator=generator))
+            if k:
+                s = torch.rot90(s, k, dims=(1, 2))
+        out.append(s)
+    return torch.stack(out)
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, val)`` of ``n`` fitted cases; no validation part below 6 cases or for fraction 0."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_val = 0 if (n < 6 or fraction <= 0) else max(2, int(round(n * fraction)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@torch.no_grad()
+def predict_cnn(model: QualityRegressor, x: torch.Tensor, batch_size: int = 32, device="cpu") -> np.ndarray:
+    """Predicted quality ``(N,)`` float64 for standardised inputs ``x`` ``(N, C, *input_size)``."""
+    model.eval()
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        out.append(model(x[i : i + batch_size].to(device)).float().cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def fit_cnn(
+    x_raw: torch.Tensor,
+    y: np.ndarray,
+    meta: dict,
+    cfg: FitConfig = FitConfig(),
+    device: torch.device | str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> tuple[QualityRegressor, dict]:
+    """Fit a regressor on raw inputs ``x_raw`` ``(N, C, *input_size)`` and targets ``y`` ``(N,)`` in [0, 1].
+
+    ``meta`` describes the model (``backbone``, ``channels``, ``dims``, ``input_size`` ...); the returned copy adds
+    ``channel_mean``/``channel_std`` and the training record (epochs, best epoch, validation MSE). Deterministic for
+    a given ``cfg.seed`` on CPU.
+    """
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    meta = dict(meta)
+    meta["channel_mean"], meta["channel_std"] = channel_stats(x_raw)
+    x = standardize(x_raw, meta)
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
+    tr, va = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
+    model = create_quality_model(meta, pretrained=cfg.pretrained).to(device)
+    model.init_output(float(yt[tr].mean()))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    best = (math.inf, -1, copy.deepcopy(model.state_dict()))
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        total, count = 0.0, 0
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            if len(idx) < 2 and len(perm) > 1:  # BatchNorm cannot train on a batch of one
+                continue
+            xb = x[idx]
+            if cfg.augment:
+                xb = augment_batch(xb, gen)
+            pred = model(xb.to(device))
+            loss = F.mse_loss(pred, yt[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        sched.step()
+        train_mse = total / max(count, 1)
+        if len(va):
+            val_mse = float(np.mean((predict_cnn(model, x[va], device=device) - yt[va].numpy()) ** 2))
+        else:
+            val_mse = train_mse
+        history.append((train_mse, val_mse))
+        if log:
+            log(f"epoch {epoch + 1}/{cfg.epochs}: train MSE {train_mse:.5f}, validation MSE {val_mse:.5f}")
+        if val_mse < best[0]:
+            best = (val_mse, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= cfg.patience:
+            break
+    model.load_state_dict(best[2])
+    model.eval()
+    meta["training"] = {
+        "epochs_run": len(history),
+        "best_epoch": best[1] + 1,
+        "best_val_mse": best[0],
+        "n_train": int(len(tr)),
+        "n_val": int(len(va)),
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "augment": cfg.augment,
+        "seed": cfg.seed,
+    }
+    return model, meta
