@@ -373,3 +373,123 @@ def correlation_table(long: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame
     out["_key"] = -out["spearman"].abs().fillna(-1.0)
     out = out.sort_values(["metric", "_key", "method", "measure", "region"], kind="mergesort").drop(columns="_key")
     return out.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading a whole uncertainty file (the edge between the store and the maths above)
+
+
+def num_classes_of(view) -> int:
+    """K of one case: the class axis of ``probabilities`` (read from the dataset shape only), else labels + 1."""
+    if view.has("probabilities"):
+        return int(view.dataset("probabilities").shape[0])
+    top = int(np.asarray(view.get("segmentation")).max())
+    if view.has("reference"):
+        top = max(top, int(np.asarray(view.get("reference")).max()))
+    return max(top + 1, 2)
+
+
+def case_quality(view) -> dict[str, float] | None:
+    """``{"dice", "iou", "hd95"}`` of the case's segmentation against its reference, or None without one."""
+    from uqseg_cli.quality.targets import segmentation_quality
+
+    if not view.has("reference"):
+        return None
+    return segmentation_quality(view.get("segmentation"), view.get("reference"), num_classes_of(view), view.spacing)
+
+
+@dataclass
+class Collected:
+    """Features of a batch of cases: ``long`` (``case, method, measure, region, value``), ``quality`` (``case,
+    dice, iou, hd95`` for the cases with a reference), ``train_case`` (case → segmenter saw it), ``failed``."""
+
+    long: pd.DataFrame
+    quality: pd.DataFrame
+    train_case: dict[str, bool]
+    failed: dict[str, str]
+
+
+def collect_features(
+    sf,
+    case_ids: Sequence[str],
+    methods: Sequence[str],
+    measures: Sequence[str] | None,
+    params: RegionParams = RegionParams(),
+    with_quality: bool = True,
+    progress=None,
+) -> Collected:
+    """Feature rows and quality of ``case_ids`` of an opened ``uncertainty.h5`` (``StageFile``).
+
+    A case that cannot be read is recorded in ``failed`` (``case → one-line reason``) and skipped.
+    """
+    rows: list[tuple] = []
+    qual: list[dict] = []
+    train: dict[str, bool] = {}
+    failed: dict[str, str] = {}
+    for cid in case_ids:
+        status = "ok"
+        try:
+            view = sf.case(cid)
+            case_rows = [(cid, *r) for r in features_from_case(view, methods, measures, params)]
+            q = case_quality(view) if with_quality else None
+            train[cid] = bool(view.attr("train_case", False))
+        except Exception as exc:  # one unreadable case must not stop the batch
+            msg = str(exc)
+            failed[cid] = msg if str(sf.path) in msg else f"{sf.path}: case {cid}: {msg}"
+            status = "failed"
+        else:
+            rows.extend(case_rows)
+            if q is not None:
+                qual.append({"case": cid, **q})
+        if progress is not None:
+            progress.advance(cid, status)
+    return Collected(
+        long=pd.DataFrame(rows, columns=LONG_COLUMNS),
+        quality=pd.DataFrame(qual, columns=["case", "dice", "iou", "hd95"]),
+        train_case=train,
+        failed=failed,
+    )
+
+
+def feature_matrix(long: pd.DataFrame, method: str, features: Sequence[str], cases: Sequence[str]) -> np.ndarray:
+    """``(len(cases), len(features))`` values of ``method`` for ``"measure/region"`` features (``nan`` if absent)."""
+    sub = long[long["method"] == method]
+    key = sub["measure"] + "/" + sub["region"]
+    table = sub.assign(feature=key).pivot_table(index="case", columns="feature", values="value", dropna=False)
+    table = table.reindex(index=list(cases), columns=list(features))
+    return table.to_numpy(dtype=np.float64)
+
+
+def add_combined(
+    long: pd.DataFrame,
+    features: Sequence[str],
+    region_label: str,
+    stats: CombinedStats | None = None,
+    dice: Mapping[str, float] | None = None,
+    weighting: str = "equal",
+    alpha: float = 1.0,
+) -> tuple[pd.DataFrame, CombinedStats]:
+    """Append ``measure="combined"`` rows (one per case and method) to the long table.
+
+    With ``stats`` given, its saved z-score statistics and weights are reused as they are (a later batch on the
+    same scale); otherwise they are fitted on this batch (``dice``: case → true Dice, for learned weights).
+    """
+    features = list(features)
+    new_stats = stats is None
+    if new_stats:
+        stats = CombinedStats(features=features, weighting=weighting, alpha=alpha)
+    elif list(stats.features) != features:
+        features = list(stats.features)
+    extra = []
+    for method in sorted(long["method"].unique()):
+        cases = sorted(long.loc[long["method"] == method, "case"].unique())
+        x = feature_matrix(long, method, features, cases)
+        if new_stats:
+            d = np.array([dice.get(c, np.nan) if dice else np.nan for c in cases])
+            fit_combined(x, features, method, stats, dice=d, weighting=weighting, alpha=alpha)
+        elif method not in stats.methods:
+            raise KeyError(f"the statistics have no method {method!r} (they have {', '.join(stats.methods)})")
+        score = apply_combined(x, stats, method)
+        extra.extend((c, method, "combined", region_label, float(v)) for c, v in zip(cases, score, strict=True))
+    out = pd.concat([long, pd.DataFrame(extra, columns=LONG_COLUMNS)], ignore_index=True)
+    return out, stats
