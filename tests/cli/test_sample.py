@@ -1,0 +1,177 @@
+"""`uqseg sample` through the real entry point: layout, defaults, resume, sharding, errors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from tests.bayes.fixtures import make_checkpoint, make_members, make_predict, run_cli
+from uqseg_cli.io.store import StageFile
+from uqseg_cli.measures import MEASURES, SampleSums, uncertainty_maps
+
+torch.set_num_threads(1)
+ARRAYS = ("sum_p", "sum_logp", "sum_entropy", "volumes", "soft_volumes")
+
+
+def _sums(path, method="mcdropout"):
+    with h5py.File(path, "r") as f:
+        return {cid: {a: f[f"cases/{cid}/{method}/{a}"][()] for a in ARRAYS} for cid in f["cases"]}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for cid in a:
+        for name in ARRAYS:
+            assert np.array_equal(a[cid][name], b[cid][name]), (cid, name)
+
+
+def test_defaults_in_a_folder_write_every_method(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    make_predict(tmp_path / "predict.h5", n_cases=2)
+    make_members(tmp_path / "seg.pt", 3)
+    assert run_cli("sample", "-m", "seg.pt", "-T", "6", "-q") == 0
+    with StageFile("samples.h5", expect_stage="sample") as sf:
+        assert sf.config["methods"] == ["mcdropout", "ensemble", "tta"]
+        assert sf.config["T"] == {"mcdropout": 6, "ensemble": 3, "tta": 6}
+        assert sf.config["mcdropout_mode"] == "cached"
+        cv = sf.case("case00")
+        assert cv.spacing == (0.8, 0.8)
+        for method, T in sf.config["T"].items():
+            g = sf.h5[f"cases/case00/{method}"]
+            assert g.attrs["T"] == T
+            assert g["sum_p"].shape == (3, 20, 24) and g["sum_p"].dtype == np.float32
+            assert g["sum_logp"].dtype == np.float32 and g["sum_entropy"].shape == (20, 24)
+            assert g["volumes"].shape == (T, 3) and g["volumes"].dtype == np.float64
+            # every sample's argmax covers the image: volumes add up to the image area in "ml" (mm^2 / 1000)
+            np.testing.assert_allclose(g["volumes"][()].sum(1), 20 * 24 * 0.64 / 1000)
+            np.testing.assert_allclose(g["soft_volumes"][()].sum(1), 20 * 24 * 0.64 / 1000, rtol=1e-5)
+            np.testing.assert_allclose(g["sum_p"][()].sum(0), T, rtol=1e-5)
+            assert "samples" not in g
+        assert list(sf.h5["cases/case00/tta"].attrs["transforms"]) == [
+            "identity", "flip-w", "flip-h", "rot180", "transpose", "rot90"]
+        assert list(sf.h5["cases/case00/ensemble"].attrs["members"]) == ["seg.pt", "seg.member1.pt", "seg.member2.pt"]
+        assert cv.get("segmentation").shape == (20, 24)  # lineage: read through to predict.h5
+
+
+def test_single_checkpoint_skips_ensemble_unless_asked(tmp_path, capsys):
+    make_predict(tmp_path / "predict.h5", n_cases=1)
+    ck = make_checkpoint(tmp_path / "seg.pt")
+    out = tmp_path / "s.h5"
+    assert run_cli("sample", "-i", tmp_path / "predict.h5", "-m", ck, "-T", "3", "-o", out) == 0
+    assert "ensemble skipped" in capsys.readouterr().err
+    with StageFile(out) as sf:
+        assert sf.config["methods"] == ["mcdropout", "tta"]
+    code = run_cli("sample", "-i", tmp_path / "predict.h5", "-m", ck, "--method", "ensemble", "-o", tmp_path / "e.h5")
+    err = capsys.readouterr().err
+    assert code == 2 and "needs at least 2 checkpoints" in err and "Traceback" not in err
+    assert not (tmp_path / "e.h5").exists()
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    make_predict(tmp_path / "predict.h5", n_cases=1)
+    ck = make_checkpoint(tmp_path / "seg.pt")
+    nodrop = make_checkpoint(tmp_path / "nodrop.pt", dropout=0.0)
+    cases = [
+        (("-i", tmp_path / "missing.h5", "-m", ck), "missing.h5"),
+        (("-i", tmp_path / "predict.h5", "-m", tmp_path / "nope.pt"), "nope.pt"),
+        (("-i", tmp_path / "predict.h5", "-m", ck, "--method", "bayes"), "--method bayes: unknown"),
+        (("-i", tmp_path / "predict.h5", "-m", nodrop, "--method", "mcdropout"), "no dropout layer"),
+        (("-i", tmp_path / "predict.h5", "-m", ck, "--method", "tta", "--tta-intensity", "-1"), "tta-intensity"),
+    ]
+    for args, msg in cases:
+        code = run_cli("sample", *args, "-o", tmp_path / "x.h5")
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert msg in err and "Traceback" not in err, err
+    # a checkpoint with a different number of classes fails each case (exit 1), naming file and case
+    make_predict(tmp_path / "p2.h5", n_cases=1)
+    with h5py.File(tmp_path / "p2.h5", "a") as f:
+        del f["cases/case00/probabilities"]
+        f["cases/case00/probabilities"] = np.zeros((2, 20, 24), np.float16)
+    code = run_cli("sample", "-i", tmp_path / "p2.h5", "-m", ck, "--method", "tta", "-o", tmp_path / "y.h5")
+    err = capsys.readouterr().err
+    assert code == 1 and "case case00" in err and "2 classes" in err
+
+
+def test_resume_after_interrupt_writes_identical_sums(tmp_path, monkeypatch):
+    make_predict(tmp_path / "predict.h5", n_cases=3)
+    ck = make_checkpoint(tmp_path / "seg.pt")
+    ref = tmp_path / "ref.h5"
+    args = ("sample", "-i", tmp_path / "predict.h5", "-m", ck, "--method", "mcdropout,tta", "-T", "4", "-q")
+    assert run_cli(*args, "-o", ref) == 0
+
+    import uqseg_cli.bayes.sampling as S
+
+    real = S.sample_case
+    calls = {"n": 0}
+
+    def flaky(case_id, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed while the second case is in flight (after the first was journalled)
+            raise KeyboardInterrupt
+        return real(case_id, *a, **kw)
+
+    out = tmp_path / "samples.h5"
+    monkeypatch.setattr(S, "sample_case", flaky)
+    assert run_cli(*args, "-o", out) == 130
+    assert not out.exists() and len(list((tmp_path / "samples.h5.partial").glob("*.h5"))) == 1
+    monkeypatch.setattr(S, "sample_case", real)
+    assert run_cli(*args, "-o", out) == 0
+    for method in ("mcdropout", "tta"):
+        _assert_same(_sums(ref, method), _sums(out, method))
+
+
+def test_sharded_parts_equal_one_run(tmp_path):
+    make_predict(tmp_path / "predict.h5", n_cases=3)
+    ck = make_checkpoint(tmp_path / "seg.pt")
+    args = ("sample", "-i", tmp_path / "predict.h5", "-m", ck, "--method", "mcdropout", "-T", "3", "-q")
+    assert run_cli(*args, "-o", tmp_path / "all.h5") == 0
+    for k in range(2):
+        assert run_cli(*args, "-o", tmp_path / "s.h5", "--num-parts", "2", "--part-id", str(k)) == 0
+    whole = _sums(tmp_path / "all.h5")
+    p0, p1 = _sums(tmp_path / "s.part0-of-2.h5"), _sums(tmp_path / "s.part1-of-2.h5")
+    assert set(p0) == {"case00", "case02"} and set(p1) == {"case01"}
+    _assert_same(whole, {**p0, **p1})
+    # a different seed gives different samples
+    assert run_cli(*args, "-o", tmp_path / "seed1.h5", "--seed", "1") == 0
+    assert not np.array_equal(_sums(tmp_path / "seed1.h5")["case00"]["sum_p"], whole["case00"]["sum_p"])
+
+
+def test_keep_samples_match_sums(tmp_path):
+    make_predict(tmp_path / "predict.h5", n_cases=1, shape=(5, 20, 24))  # a volume, 2D model slice-wise
+    ck = make_checkpoint(tmp_path / "seg.pt")
+    out = tmp_path / "samples.h5"
+    assert run_cli("sample", "-i", tmp_path / "predict.h5", "-m", ck, "-T", "5", "--keep-samples",
+                   "--batch-size", "2", "-o", out, "-q") == 0
+    with h5py.File(out, "r") as f:
+        for method in ("mcdropout", "tta"):
+            g = f[f"cases/case00/{method}"]
+            s = g["samples"][()].astype(np.float64)
+            assert s.shape == (5, 3, 5, 20, 24) and g["samples"].dtype == np.float16
+            np.testing.assert_allclose(s.sum(0), g["sum_p"][()], atol=5 * 1e-3)
+            # measures of the kept samples agree with those of the sums
+            a = uncertainty_maps(SampleSums.from_numpy(g["sum_p"][()], g["sum_logp"][()], g["sum_entropy"][()], 5))
+            b = uncertainty_maps(s / s.sum(1, keepdims=True))
+            for m in ("confidence", "entropy", "expected_entropy"):
+                np.testing.assert_allclose(a[m].numpy(), b[m], atol=5e-3, err_msg=m)
+
+
+@pytest.mark.parametrize("dims", [3])
+def test_volume_with_3d_model(tmp_path, dims):
+    make_predict(tmp_path / "predict.h5", n_cases=1, shape=(10, 20, 18))
+    make_members(tmp_path / "seg3d.pt", 2, dims=3)
+    out = tmp_path / "samples.h5"
+    assert run_cli("sample", "-i", tmp_path / "predict.h5", "-m", tmp_path / "seg3d.pt", "-T", "3", "-o", out,
+                   "-q") == 0
+    with StageFile(out) as sf:
+        assert sf.config["T"] == {"mcdropout": 3, "ensemble": 2, "tta": 3}
+        assert list(sf.h5["cases/case00/tta"].attrs["transforms"]) == ["identity", "flip-w", "flip-h"]
+        for m in sf.config["methods"]:
+            p = sf.h5[f"cases/case00/{m}/sum_p"][()]
+            assert p.shape == (3, 10, 20, 18)
+            np.testing.assert_allclose(p.sum(0), sf.config["T"][m], rtol=1e-5)
+        maps = uncertainty_maps(SampleSums.from_numpy(
+            *(sf.h5[f"cases/case00/ensemble/{a}"][()] for a in ("sum_p", "sum_logp", "sum_entropy")), 2))
+        assert set(maps) == set(MEASURES) and float(maps["mutual_information"].max()) > 0

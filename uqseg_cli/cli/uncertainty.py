@@ -1,0 +1,141 @@
+"""`uqseg uncertainty`: voxel-wise uncertainty maps from the running sums of samples.h5."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from uqseg_cli.cli.common import NumParts, Overwrite, PartId, Quiet, default_input, finish, plan_from_parent
+from uqseg_cli.errors import InputError, UqsegError
+from uqseg_cli.progress import log
+
+DTYPES = ("float32", "float16")
+
+
+def _split(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(x.strip() for x in str(v).split(",") if x.strip())
+    return list(dict.fromkeys(out))
+
+
+def uncertainty(
+    input: Annotated[
+        Path | None, typer.Option("-i", "--input", help="samples.h5 from `uqseg sample` [default: ./samples.h5].")
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file, e.g. -o uncertainty.h5.")] = Path(
+        "uncertainty.h5"
+    ),
+    methods: Annotated[
+        list[str] | None,
+        typer.Option("--method", help="Methods of samples.h5 (comma list or repeat) [default: all it holds]."),
+    ] = None,
+    measures: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--measure",
+            help="confidence, entropy, expected_entropy, mutual_information, epkl (comma list or repeat) "
+            "[default: all]. e.g. --measure entropy,mutual_information",
+        ),
+    ] = None,
+    epkl_pairs: Annotated[
+        str,
+        typer.Option(
+            "--epkl-pairs",
+            help="EPKL as the mean KL over all T² ordered sample pairs, or over the T(T-1) distinct pairs "
+            "(= all × T/(T-1)); recorded in the file.",
+        ),
+    ] = "all",
+    dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype of the maps: float32 or float16.")] = "float32",
+    num_parts: NumParts = None,
+    part_id: PartId = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Compute confidence, entropy, expected entropy, mutual information and EPKL maps per case and method.
+
+    Exact for any number of samples T: everything follows from the sums Σp, Σlog p, ΣH[p] in samples.h5.
+    Also writes <method>/mean_segmentation (argmax of the mean prediction).
+
+    Examples:
+      uqseg uncertainty                                        # samples.h5 -> uncertainty.h5
+      uqseg uncertainty -i samples.h5 --method tta --measure entropy,mutual_information -o tta_unc.h5
+      uqseg uncertainty --epkl-pairs distinct --dtype float16
+    """
+    import numpy as np
+
+    from uqseg_cli.bayes.maps import maps_by_slab
+    from uqseg_cli.io.runner import StageRun, run_stage
+    from uqseg_cli.io.store import StageFile, write_array
+    from uqseg_cli.measures import EPKL_PAIRS, MEASURES
+
+    if epkl_pairs not in EPKL_PAIRS:
+        raise UqsegError(f"--epkl-pairs {epkl_pairs!r}: choose all or distinct")
+    if dtype not in DTYPES:
+        raise UqsegError(f"--dtype {dtype!r}: choose float32 or float16")
+    chosen_measures = _split(measures) or list(MEASURES)
+    bad = [m for m in chosen_measures if m not in MEASURES]
+    if bad:
+        raise UqsegError(f"--measure {','.join(bad)}: unknown; choose from {', '.join(MEASURES)}")
+    parent = default_input(input, "samples.h5", "samples file")
+    with StageFile(parent, expect_stage="sample") as sf:
+        available = list(sf.config.get("methods", []))
+        chosen = _split(methods) or available
+        missing = [m for m in chosen if m not in available]
+        if missing:
+            raise UqsegError(
+                f"--method {','.join(missing)}: not in {parent} (it holds {', '.join(available) or 'no method'})"
+            )
+        if epkl_pairs == "distinct" and "epkl" in chosen_measures:
+            small = [m for m in chosen if int(sf.config.get("T", {}).get(m, 2)) < 2]
+            if small:
+                raise UqsegError(f"--epkl-pairs distinct needs T >= 2 samples; {', '.join(small)} has T = 1")
+        case_ids, n_parts, p_id = plan_from_parent(sf, num_parts, part_id)
+        out_dtype = np.float16 if dtype == "float16" else np.float32
+
+        def process(case_id: str, group) -> None:
+            cv = sf.case(case_id)
+            group.attrs["spacing"] = list(cv.spacing)
+            for method in chosen:
+                if not cv.has(f"{method}/sum_p"):
+                    raise InputError(f"{parent}: case {case_id} has no {method} samples")
+                ds = cv.dataset(f"{method}/sum_p")
+                T = int(ds.parent.attrs["T"])
+                maps = maps_by_slab(
+                    ds,
+                    cv.dataset(f"{method}/sum_logp"),
+                    cv.dataset(f"{method}/sum_entropy"),
+                    T,
+                    chosen_measures,
+                    pairs=epkl_pairs,
+                    out_dtype=out_dtype,
+                )
+                g = group.create_group(method)
+                g.attrs["T"] = T
+                for name, arr in maps.items():
+                    write_array(g, name, arr)
+
+        config = {"methods": chosen, "measures": chosen_measures, "epkl_pairs": epkl_pairs, "dtype": dtype}
+        run = StageRun(
+            stage="uncertainty",
+            out=output,
+            config=config,
+            case_ids=case_ids,
+            parent=parent,
+            num_parts=n_parts,
+            part_id=p_id,
+            overwrite=overwrite,
+            quiet=quiet,
+        )
+        log(f"{len(chosen_measures)} measure(s) x {', '.join(chosen)} for {len(case_ids)} case(s)", quiet)
+        result = run_stage(run, process)
+    log(f"wrote {result.out}", quiet)
+    finish(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("uncertainty", help="Uncertainty maps (entropy, MI, EPKL, ...) from samples.h5: uncertainty.h5.")(
+        uncertainty
+    )
