@@ -175,3 +175,36 @@ def test_volume_with_3d_model(tmp_path, dims):
         maps = uncertainty_maps(SampleSums.from_numpy(
             *(sf.h5[f"cases/case00/ensemble/{a}"][()] for a in ("sum_p", "sum_logp", "sum_entropy")), 2))
         assert set(maps) == set(MEASURES) and float(maps["mutual_information"].max()) > 0
+
+
+def test_resume_after_sigkill_writes_identical_sums(tmp_path):
+    """A real kill (SIGKILL) while cases are in flight; the rerun completes with bit-identical sums."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    make_predict(tmp_path / "predict.h5", n_cases=8, shape=(64, 64))
+    ck = make_checkpoint(tmp_path / "seg.pt")
+    args = ["sample", "-i", str(tmp_path / "predict.h5"), "-m", str(ck), "--method", "mcdropout,tta", "-T", "8",
+            "-q", "--device", "cpu"]
+    assert run_cli(*args, "-o", tmp_path / "ref.h5") == 0
+    out = tmp_path / "samples.h5"
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "uqseg_cli", *args, "-o", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "samples.h5.partial"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not list(partial.glob("*.h5")):
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    assert run_cli(*args, "-o", out) == 0
+    for method in ("mcdropout", "tta"):
+        _assert_same(_sums(tmp_path / "ref.h5", method), _sums(out, method))
