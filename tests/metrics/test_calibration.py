@@ -137,3 +137,11 @@ def test_brier_and_nll_by_hand():
     # exact zeros (float16 maps) are clamped, not -inf
     assert np.isfinite(cal.nll(np.array([[1.0], [0.0]]), np.array([1])))
     assert cal.binary_brier(np.array([0.9, 0.1]), np.array([True, True])) == pytest.approx((0.01 + 0.81) / 2)
+
+
+@pytest.mark.parametrize("n_bins", [1, 3, 10, 15, 50])
+def test_bin_index_equals_searchsorted_at_and_around_every_edge(n_bins):
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    rng = np.random.default_rng(n_bins)
+    c = np.clip(np.concatenate([rng.random(5000), edges, np.nextafter(edges, 2), np.nextafter(edges, -1)]), 0, 1)
+    np.testing.assert_array_equal(cal.bin_index(c, n_bins), np.searchsorted(edges, c, side="right") - 1)

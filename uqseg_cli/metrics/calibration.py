@@ -92,7 +92,13 @@ def bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     if c.size and (c.min() < 0.0 or c.max() > 1.0):
         raise ValueError(f"confidences must lie in [0, 1], got range [{c.min():.6g}, {c.max():.6g}]")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return np.searchsorted(edges, c, side="right") - 1
+    # floor(c * B) is the bin up to rounding; one correction step makes it exactly
+    # searchsorted(edges, c, side="right") - 1, i.e. edges[i] <= c < edges[i + 1], at a fraction of the cost
+    idx = np.minimum(np.floor(c * n_bins).astype(np.int64), n_bins)
+    idx -= c < edges[idx]
+    nxt = np.minimum(idx + 1, n_bins)
+    idx += (idx < n_bins) & (c >= edges[nxt])
+    return idx
 
 
 def bin_sums(
