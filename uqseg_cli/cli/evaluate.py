@@ -97,7 +97,7 @@ def evaluate(
             "-i",
             "--input",
             help="predict.h5 (deterministic prediction) or samples.h5 (mean of the T samples per method); "
-            "must hold rater masks (predict --raters). [default: samples.h5 if present, else predict.h5]",
+            "must hold rater masks (predict --raters). (default: samples.h5 if present, else predict.h5)",
         ),
     ] = None,
     output: Annotated[
@@ -105,12 +105,12 @@ def evaluate(
     ] = "metrics.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="samples.h5 methods to evaluate (repeat or comma list) [default: all]."),
+        typer.Option("--method", "-m", help="samples.h5 methods to evaluate (repeat or comma list) (default: all)."),
     ] = None,
     bins: Annotated[
         int | None,
         typer.Option(
-            "--bins", min=1, help=f"Equal-width calibration bins [default: {DEFAULT_BINS}; 50 in curvas2024]."
+            "--bins", min=1, help=f"Equal-width calibration bins (default: {DEFAULT_BINS}; 50 in curvas2024)."
         ),
     ] = None,
     crps: Annotated[
@@ -118,8 +118,8 @@ def evaluate(
         typer.Option(
             "--crps",
             help="Volume CRPS mode(s): gaussian (closed form), curvas (challenge code, truncated to mu+-3sigma), "
-            "ensemble (T sampled volumes; samples.h5). Repeat or comma list. [default: gaussian; curvas in "
-            "curvas2024]",
+            "ensemble (T sampled volumes; samples.h5). Repeat or comma list. (default: gaussian; curvas in "
+            "curvas2024)",
         ),
     ] = None,
     protocol: Annotated[
@@ -132,11 +132,11 @@ def evaluate(
     ] = "uqseg",
     bins_out: Annotated[
         Path | None,
-        typer.Option("--bins-out", help="Per-bin calibration sums [default: <output stem>.bins.csv]."),
+        typer.Option("--bins-out", help="Per-bin calibration sums (default: <output stem>.bins.csv)."),
     ] = None,
     summary_out: Annotated[
         Path | None,
-        typer.Option("--summary-out", help="Summary per class over cases [default: <output stem>.summary.csv]."),
+        typer.Option("--summary-out", help="Summary per class over cases (default: <output stem>.summary.csv)."),
     ] = None,
     merge_parts: Annotated[
         bool,
@@ -337,6 +337,4 @@ def _class_key(s: pd.Series) -> pd.Series:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate", help="Evaluate against several raters: consensus Dice, ECE, volume CRPS (CURVAS).")(
-        evaluate
-    )
+    app.command("evaluate")(evaluate)
