@@ -17,11 +17,11 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start over, replac
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 NumParts = Annotated[
     int | None,
-    typer.Option("--num-parts", min=1, help="Split the cases into N parts [default: SLURM_ARRAY_TASK_COUNT or 1]."),
+    typer.Option("--num-parts", min=1, help="Split the cases into N parts (default: SLURM_ARRAY_TASK_COUNT or 1)."),
 ]
 PartId = Annotated[
     int | None,
-    typer.Option("--part-id", min=0, help="Which part (0-based) this run does [default: SLURM_ARRAY_TASK_ID or 0]."),
+    typer.Option("--part-id", min=0, help="Which part (0-based) this run does (default: SLURM_ARRAY_TASK_ID or 0)."),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 
