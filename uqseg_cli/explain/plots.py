@@ -246,21 +246,45 @@ def reliability_from_sums(count, conf_sum, acc_sum) -> dict[str, np.ndarray | fl
     }
 
 
-def reliability_figure(count, conf_sum, acc_sum, title: str = "") -> tuple[Figure, dict]:
-    """Reliability diagram from per-bin sums of ``B`` equal-width bins on [0, 1].
+def merge_degenerate_bins(lower, upper, *sums):
+    """Fold zero-width bins (``lower == upper``, e.g. `evaluate`'s extra ``confidence == 1`` bin) into the bin
+    that ends at that value, for drawing. Returns ``(lower, upper, *sums)`` of the remaining bins."""
+    lo = np.asarray(lower, dtype=np.float64)
+    up = np.asarray(upper, dtype=np.float64)
+    arrs = [np.asarray(a, dtype=np.float64).copy() for a in sums]
+    keep = up > lo
+    for i in np.flatnonzero(~keep):
+        target = np.flatnonzero(keep & np.isclose(up, lo[i]))
+        if target.size:
+            for a in arrs:
+                a[target[0]] += a[i]
+    return (lo[keep], up[keep], *[a[keep] for a in arrs])
 
-    Bars: accuracy per bin; red: the gap to the mean confidence; lower panel: share of voxels per bin.
-    Returns the figure and the :func:`reliability_from_sums` result.
+
+def reliability_figure(
+    count, conf_sum, acc_sum, lower=None, upper=None, ece: float | None = None, title: str = ""
+) -> tuple[Figure, dict]:
+    """Reliability diagram from per-bin sums.
+
+    Bins are ``[lower_b, upper_b]`` (default: ``B`` equal-width bins on [0, 1]); zero-width bins are folded
+    into their neighbour for drawing only (:func:`merge_degenerate_bins`). Bars: accuracy per bin; red: the gap
+    to the mean confidence; lower panel: share of voxels per bin. The title shows ``ece`` when given (e.g.
+    `evaluate`'s mean over raters), otherwise the ECE of the sums as given. Returns the figure and the
+    :func:`reliability_from_sums` result of the bins as given.
     """
     r = reliability_from_sums(count, conf_sum, acc_sum)
     b = len(r["confidence"])
-    edges = np.linspace(0.0, 1.0, b + 1)
-    centers = (edges[:-1] + edges[1:]) / 2
-    width = 1.0 / b
+    if lower is None or upper is None:
+        edges = np.linspace(0.0, 1.0, b + 1)
+        lower, upper = edges[:-1], edges[1:]
+    lo, up, n, c, a = merge_degenerate_bins(lower, upper, count, conf_sum, acc_sum)
+    d = reliability_from_sums(n, c, a)
+    centers = (lo + up) / 2
+    width = up - lo
     fig = new_figure(4.6, 5.4)
     ax, axh = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    acc = np.nan_to_num(r["accuracy"], nan=0.0)
-    conf = np.nan_to_num(r["confidence"], nan=0.0)
+    acc = np.nan_to_num(d["accuracy"], nan=0.0)
+    conf = np.nan_to_num(d["confidence"], nan=0.0)
     ax.bar(centers, acc, width=width, edgecolor="black", linewidth=0.5, label="accuracy")
     ax.bar(centers, conf - acc, bottom=acc, width=width, color="red", alpha=0.35, label="gap to confidence")
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
@@ -269,8 +293,9 @@ def reliability_figure(count, conf_sum, acc_sum, title: str = "") -> tuple[Figur
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left", fontsize=8)
     head = f"{title}\n" if title else ""
-    ax.set_title(f"{head}ECE = {r['ece']:.4f}, MCE = {r['mce']:.4f}", fontsize=9)
-    axh.bar(centers, r["weight"], width=width, color="grey", edgecolor="black", linewidth=0.5)
+    shown = r["ece"] if ece is None else float(ece)
+    ax.set_title(f"{head}ECE = {shown:.4f}, MCE = {r['mce']:.4f}", fontsize=9)
+    axh.bar(centers, d["weight"], width=width, color="grey", edgecolor="black", linewidth=0.5)
     axh.set_xlabel("confidence")
     axh.set_ylabel("share")
     return fig, r
