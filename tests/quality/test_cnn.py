@@ -49,11 +49,13 @@ CFG = FitConfig(epochs=10, patience=4, batch_size=16, lr=3e-3, seed=0)
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.set_num_threads(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: one thread avoids OpenMP contention on a shared machine
     x, y = _synthetic(64, seed=0)
     xt, yt = _synthetic(48, seed=1)
     model, meta = fit_cnn(x, y, META, CFG)
-    return model, meta, xt, yt, x, y
+    yield model, meta, xt, yt, x, y
+    torch.set_num_threads(threads)
 
 
 def test_learns_uncertainty_dependent_target(trained):

@@ -16,6 +16,7 @@ STAGES: list[str] = [
     "sample",
     "uncertainty",
     "aggregate",
+    "score",
     "explain",
     "evaluate",
     "merge",

@@ -1,0 +1,140 @@
+"""`uqseg score` end to end on synthetic stage files: default names, honest cross-fitting, saved models."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.quality.synth import write_chain
+from uqseg_cli.cli.app import main
+from uqseg_cli.io.store import StageFile
+from uqseg_cli.metrics.regression import regression_summary
+from uqseg_cli.quality.checkpoint import load_quality_model
+from uqseg_cli.quality.inputs import build_inputs
+
+FAST = ["--backbone", "test_resnet", "--input-size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["uqseg", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: one thread avoids OpenMP contention on a shared machine
+    write_chain(tmp_path, n=14, shape=(24, 24), no_ref=("case12", "case13"), train_ids=("case00",))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    torch.set_num_threads(threads)
+
+
+def test_one_liner_with_default_names(folder, monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3", *FAST)
+    assert code == 0, err
+    df = pd.read_csv(folder / "scores.csv")
+    assert list(df.columns) == ["case", "method", "measure", "framework", "predicted_dice", "true_dice",
+                                "abs_error", "split", "train_case"]
+    cnn = df[df.framework == "seg-unc"].set_index("case")
+    assert len(cnn) == 14
+    # labelled = with reference and not seen by the segmenter: out-of-fold; the rest: predicted by the final model
+    assert (cnn.loc[[f"case{i:02d}" for i in range(1, 12)], "split"] == "oof").all()
+    assert (cnn.loc[["case00", "case12", "case13"], "split"] == "test").all()
+    assert cnn.loc[["case12", "case13"], "true_dice"].isna().all()
+    assert "training set" in err and "case(s) with a reference were in the segmenter's" in err
+    assert (folder / "quality.pt").exists()
+    # the baseline is always reported next to the regressor
+    summ = pd.read_csv(folder / "scores.summary.csv")
+    assert summ.framework.tolist() == ["seg-unc", "baseline"]
+    assert summ.detail[1].startswith("entropy/")
+    # summary = regression metrics of the honest rows (oof, not train cases)
+    for fw, row in summ.set_index("framework").iterrows():
+        h = df[(df.framework == fw) & (df.split == "oof") & ~df.train_case]
+        s = regression_summary(h.true_dice, h.predicted_dice)
+        assert row.n == s["n"] == 11
+        for k in ("r2", "pearson", "spearman", "mae", "aurc"):
+            assert row[k] == pytest.approx(s[k], abs=1e-9)
+
+
+def test_cross_fitted_predictions_never_see_their_own_label(folder, monkeypatch, capsys):
+    args = ["score", "--method", "tta", "--measure", "entropy", "--framework", "seg-unc,features", "--cv", "3",
+            "-o", "a.csv", "--save-model", "qa.pt", *FAST]
+    assert run(monkeypatch, capsys, *args)[0] == 0
+    # give case05 a completely different reference (so a different Dice), nothing else changes
+    with h5py.File(folder / "predict.h5", "a") as f:
+        ref = f["cases/case05/reference"][()]
+        f["cases/case05/reference"][...] = 1 - ref
+    args[args.index("a.csv")] = "b.csv"
+    args[args.index("qa.pt")] = "qb.pt"
+    assert run(monkeypatch, capsys, *args)[0] == 0
+    a = pd.read_csv(folder / "a.csv").set_index(["framework", "case"])
+    b = pd.read_csv(folder / "b.csv").set_index(["framework", "case"])
+    assert a.loc[("seg-unc", "case05"), "true_dice"] != b.loc[("seg-unc", "case05"), "true_dice"]
+    for fw in ("seg-unc", "features-linear", "features-forest", "baseline"):
+        assert a.loc[(fw, "case05"), "predicted_dice"] == b.loc[(fw, "case05"), "predicted_dice"], fw
+        # ... whereas other folds and the final model did see the changed label
+        assert not np.allclose(a.loc[fw, "predicted_dice"], b.loc[fw, "predicted_dice"]), fw
+
+
+def test_model_predicts_new_batch_as_explain_sees_it(folder, monkeypatch, capsys, tmp_path_factory):
+    code, _, err = run(monkeypatch, capsys, "score", "--measure", "combined", "--framework", "img-seg-unc",
+                       "--cv", "0", *FAST)
+    assert code == 0, err
+    new = tmp_path_factory.mktemp("new")
+    write_chain(new, n=5, shape=(24, 24), seed=3, prefix="new")
+    code, out, err = run(monkeypatch, capsys, "score", "-i", str(new / "uncertainty.h5"), "--model", "quality.pt",
+                         "-o", str(new / "s.csv"), "--json", "--device", "cpu")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["n_cases"] == 5 and doc["models"] == []
+    df = pd.read_csv(new / "s.csv")
+    cnn = df[df.framework == "img-seg-unc"].set_index("case")
+    assert (cnn.split == "test").all() and (cnn.measure == "combined").all()
+    # the explain interface: load_quality_model + build_inputs reproduce the scores exactly
+    model, meta = load_quality_model(folder / "quality.pt")
+    assert meta["channels"][:3] == ["image:0", "image:1", "image:2"] and len(meta["channels"]) == 3 + 1 + 5
+    with StageFile(new / "uncertainty.h5") as sf, torch.no_grad():
+        x = torch.stack([build_inputs(sf.case(c), meta) for c in cnn.index])
+        np.testing.assert_allclose(model(x).double().numpy(), cnn.predicted_dice.to_numpy(), atol=1e-6)
+    # a model for another measure is refused with one line
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "quality.pt", "--measure", "entropy", "-o", "x.csv")
+    assert code == 2 and "was fitted for --measure combined" in err
+
+
+def test_iou_target_and_features_only_stdout(folder, monkeypatch, capsys):
+    code, out, err = run(monkeypatch, capsys, "score", "--framework", "features", "--target", "iou", "--cv", "4",
+                         "-o", "-", "--include-train-cases", "--failure-threshold", "0.8")
+    assert code == 0, err
+    df = pd.read_csv(io.StringIO(out))
+    assert "predicted_iou" in df.columns and "true_iou" in df.columns
+    lab = df[(df.framework == "features-linear") & df.true_iou.notna()]
+    assert (lab.split == "oof").all() and len(lab) == 12  # the train case is included on request
+
+
+def test_errors(folder, monkeypatch, capsys, tmp_path_factory):
+    code, _, err = run(monkeypatch, capsys, "score", "--cv", "20", *FAST)
+    assert code == 2 and "--cv 20: only 11 labelled case(s)" in err
+    code, _, err = run(monkeypatch, capsys, "score", "--framework", "cnn")
+    assert code == 2 and "--framework cnn: choose from" in err
+    code, _, err = run(monkeypatch, capsys, "score", "--measure", "variance")
+    assert code == 2 and "--measure variance: not in uncertainty.h5" in err
+    noref = tmp_path_factory.mktemp("noref")
+    write_chain(noref, n=3, shape=(16, 16), no_ref=("case00", "case01", "case02"))
+    code, _, err = run(monkeypatch, capsys, "score", "-i", str(noref / "uncertainty.h5"), "-o", "n.csv")
+    assert code == 2 and "0 case(s) with a usable reference" in err and "Traceback" not in err
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "missing.pt", "-o", "m.csv")
+    assert code == 2 and "missing.pt: quality model not found" in err

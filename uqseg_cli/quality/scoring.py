@@ -1,0 +1,304 @@
+"""Orchestration of ``uqseg score``: fit or load quality regressors, cross-fit, predict, summarise.
+
+Terms: *labelled* cases have a reference and (unless allowed) were not seen by the segmenter; they are the only
+cases ever fitted on. With ``cv >= 2`` each labelled case gets an out-of-fold prediction (``split="oof"``) and a final
+model fitted on all labelled cases predicts the rest (``split="test"``) and is the one saved; with ``cv < 2`` the
+final model also predicts its own training cases (``split="train"``, in-sample, excluded from the summary). A loaded
+model (``--model``) predicts every case (``split="test"``). The baseline (best single aggregated feature, linear fit)
+is always cross-fitted on the labelled cases with the same folds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from uqseg_cli.aggregate import REGIONS, VOLUME_REGIONS, add_combined, feature_matrix
+from uqseg_cli.metrics.regression import regression_summary
+from uqseg_cli.quality.crossfit import assign_folds, cross_fit
+from uqseg_cli.quality.features import (
+    FEATURE_MODELS,
+    fit_baseline,
+    fit_feature_model,
+    predict_baseline,
+    predict_feature_model,
+)
+from uqseg_cli.quality.inputs import FRAMEWORKS_CNN, channel_names, raw_inputs, standardize
+from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn
+from uqseg_cli.rng import case_seed
+
+COMBINED = "combined"
+SUMMARY_COLUMNS = ["method", "measure", "framework", "n", "r2", "pearson", "spearman", "mae", "aurc", "detail"]
+
+
+@dataclass
+class Batch:
+    """Everything ``score`` knows about the cases: ids, targets (nan without reference), train flags, features."""
+
+    case_ids: list[str]
+    target: np.ndarray  # (n,) true quality, nan where there is no reference
+    train_case: np.ndarray  # (n,) bool: the segmenter saw the case
+    long: pd.DataFrame  # aggregated features (long), incl. the combined score
+    measures: list[str]  # all measures available
+    labelled: np.ndarray = field(init=False)
+
+    def set_labelled(self, include_train_cases: bool) -> None:
+        ok = np.isfinite(self.target)
+        self.labelled = ok if include_train_cases else ok & ~self.train_case
+
+
+def feature_names(measure: str, measures: Sequence[str], for_baseline: bool) -> list[str]:
+    """Aggregated features used for ``measure`` (``"combined"`` = all measures, their combined score, volumes).
+
+    A single measure uses its five region scores (plus the volume scores as regressor input, not as baseline)."""
+    ms = list(measures) if measure == COMBINED else [measure]
+    names = [f"{m}/{r}" for m in ms for r in REGIONS]
+    if measure == COMBINED:
+        names.append(f"{COMBINED}/foreground")
+    if measure == COMBINED or not for_baseline:
+        names += [f"volume/{r}" for r in VOLUME_REGIONS]
+    return names
+
+
+def with_combined(long: pd.DataFrame, measures: Sequence[str]) -> pd.DataFrame:
+    """The long table plus the label-free equal-weight combined score of the foreground means."""
+    if (long["measure"] == COMBINED).any():
+        return long
+    out, _ = add_combined(long, [f"{m}/foreground" for m in measures], "foreground")
+    return out
+
+
+def fold_seed(seed: int, fold: int | str, tag: str) -> int:
+    return case_seed(seed, f"fold{fold}", tag) & 0x7FFFFFFF
+
+
+@dataclass
+class Prediction:
+    """Predictions of one (method, measure, framework): per case, with split labels and a detail string."""
+
+    framework: str
+    predicted: np.ndarray
+    split: np.ndarray
+    detail: str = ""
+    model_meta: dict | None = None
+    model: torch.nn.Module | None = None
+    arrays: dict | None = None
+
+
+def _splits(batch: Batch, folds: np.ndarray | None, fitted_on_all: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (labelled, rest) and the split label per case."""
+    split = np.full(len(batch.case_ids), "test", dtype=object)
+    lab = np.flatnonzero(batch.labelled)
+    if folds is not None:
+        split[lab] = "oof"
+    elif fitted_on_all:
+        split[lab] = "train"
+    return lab, split
+
+
+def predict_features(
+    batch: Batch, method: str, measure: str, kind: str, folds: np.ndarray | None, seed: int
+) -> Prediction:
+    """Feature-regression framework (``kind`` linear or forest), cross-fitted when ``folds`` is given."""
+    names = feature_names(measure, batch.measures, for_baseline=False)
+    x = feature_matrix(batch.long, method, names, batch.case_ids)
+    y = batch.target
+    lab, split = _splits(batch, folds, fitted_on_all=True)
+    pred = np.full(len(batch.case_ids), np.nan)
+    if folds is not None:
+
+        def fp(train, test, f):
+            state = fit_feature_model(kind, x[lab[train]], y[lab[train]], seed)
+            return predict_feature_model(kind, state, x[lab[test]])
+
+        pred[lab] = cross_fit(folds, fp)
+    state = fit_feature_model(kind, x[lab], y[lab], seed)
+    rest = np.flatnonzero(split != "oof")
+    pred[rest] = predict_feature_model(kind, state, x[rest])
+    meta = {"features": names}
+    return Prediction(f"features-{kind}", pred, split, detail=f"{len(names)} features", model_meta=meta,
+                      arrays={kind: state})
+
+
+def predict_features_loaded(batch: Batch, method: str, meta: dict, arrays: dict) -> list[Prediction]:
+    x = feature_matrix(batch.long, method, meta["features"], batch.case_ids)
+    out = []
+    for kind, state in arrays.items():
+        split = np.full(len(batch.case_ids), "test", dtype=object)
+        out.append(Prediction(f"features-{kind}", predict_feature_model(kind, state, x), split, detail="loaded"))
+    return out
+
+
+def predict_baseline_cv(batch: Batch, method: str, measure: str, folds: np.ndarray | None) -> Prediction | None:
+    """Best single feature (chosen and fitted inside each training fold), out-of-fold on the labelled cases."""
+    names = feature_names(measure, batch.measures, for_baseline=True)
+    x = feature_matrix(batch.long, method, names, batch.case_ids)
+    lab = np.flatnonzero(batch.labelled)
+    if folds is None or len(lab) < 3:
+        return None
+    y = batch.target
+    chosen: list[str] = []
+
+    def fp(train, test, f):
+        st = fit_baseline(x[lab[train]], y[lab[train]])
+        chosen.append(names[int(st["feature"][0])])
+        return predict_baseline(st, x[lab[test]])
+
+    pred = np.full(len(batch.case_ids), np.nan)
+    pred[lab] = cross_fit(folds, fp)
+    split = np.full(len(batch.case_ids), "none", dtype=object)
+    split[lab] = "oof"
+    top = pd.Series(chosen).value_counts()
+    detail = f"{top.index[0]} ({top.iloc[0]}/{len(chosen)} folds)"
+    return Prediction("baseline", pred, split, detail=detail)
+
+
+def cnn_meta(
+    view, framework: str, method: str, measure: str, measures: Sequence[str], backbone: str,
+    input_size: Sequence[int] | None, target: str, pretrained: bool, num_classes: int,
+) -> dict:
+    """The description of a CNN regressor for the data of ``view`` (first case of the batch)."""
+    seg_ndim = len(view.dataset("segmentation").shape)
+    dims = 3 if seg_ndim == 3 else 2
+    img_c = 0
+    if framework == "img-seg-unc":
+        ish = view.dataset("image").shape
+        img_c = int(ish[0]) if len(ish) == seg_ndim + 1 else 1
+    ms = list(measures) if measure == COMBINED else [measure]
+    size = list(input_size) if input_size else ([128, 128] if dims == 2 else [64, 64, 64])
+    if len(size) == 1:
+        size = size * dims
+    if len(size) != dims:
+        raise ValueError(f"--input-size has {len(size)} values for {dims}-D cases")
+    return {
+        "format": "uqseg-quality/1",
+        "framework": framework,
+        "method": method,
+        "measure": measure,
+        "measures": ms,
+        "target": target,
+        "backbone": backbone if dims == 2 else "smallcnn3d",
+        "pretrained": pretrained,
+        "dims": dims,
+        "input_size": size,
+        "num_classes": int(num_classes),
+        "image_channels": img_c,
+        "channels": channel_names(framework, img_c, num_classes, ms),
+        "dropout": 0.2,
+    }
+
+
+def load_raw(sf, case_ids: Sequence[str], meta: dict, progress=None) -> torch.Tensor:
+    """Raw resampled inputs ``(N, C, *input_size)`` of the cases (raises ``CaseError`` for an unreadable case)."""
+    xs = []
+    for cid in case_ids:
+        xs.append(raw_inputs(sf.case(cid), meta))
+        if progress is not None:
+            progress.advance(cid)
+    return torch.stack(xs)
+
+
+def predict_cnn_framework(
+    batch: Batch,
+    x_raw: torch.Tensor,
+    meta: dict,
+    folds: np.ndarray | None,
+    cfg: FitConfig,
+    device,
+    log: Callable[[str], None] | None = None,
+) -> Prediction:
+    """CNN framework: cross-fitted out-of-fold predictions (when ``folds``) and a final model on all labelled."""
+    y = batch.target
+    lab, split = _splits(batch, folds, fitted_on_all=True)
+    pred = np.full(len(batch.case_ids), np.nan)
+    tag = f"{meta['method']}/{meta['measure']}/{meta['framework']}"
+    if folds is not None:
+
+        def fp(train, test, f):
+            c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, f, tag)})
+            if log:
+                log(f"{tag}: fold {f + 1}/{int(folds.max()) + 1}: fitting on {len(train)} case(s)")
+            model, m = fit_cnn(x_raw[lab[train]], y[lab[train]], meta, c, device=device)
+            return predict_cnn(model, standardize(x_raw[lab[test]], m), cfg.batch_size, device)
+
+        pred[lab] = cross_fit(folds, fp)
+    if log:
+        log(f"{tag}: final model on all {len(lab)} labelled case(s)")
+    c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, "final", tag)})
+    model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device)
+    rest = np.flatnonzero(split != "oof")
+    if len(rest):
+        pred[rest] = predict_cnn(model, standardize(x_raw[rest], m), cfg.batch_size, device)
+    m["train_cases"] = [batch.case_ids[i] for i in lab]
+    return Prediction(meta["framework"], pred, split, detail=meta["backbone"], model_meta=m, model=model.cpu())
+
+
+def score_rows(batch: Batch, method: str, measure: str, p: Prediction, target: str) -> pd.DataFrame:
+    """Rows of scores.csv for one prediction (cases without a prediction are left out)."""
+    t = batch.target
+    keep = np.isfinite(p.predicted)
+    df = pd.DataFrame(
+        {
+            "case": np.asarray(batch.case_ids)[keep],
+            "method": method,
+            "measure": measure,
+            "framework": p.framework,
+            f"predicted_{target}": p.predicted[keep],
+            f"true_{target}": t[keep],
+            "abs_error": np.abs(p.predicted[keep] - t[keep]),
+            "split": p.split[keep],
+            "train_case": batch.train_case[keep],
+        }
+    )
+    return df
+
+
+def summary_rows(
+    scores: pd.DataFrame, target: str, details: dict, failure_threshold: float | None, include_train: bool
+) -> pd.DataFrame:
+    """One summary row per (method, measure, framework) over the honest rows: split oof or test, with a true
+    target, and (unless ``include_train``) not seen by the segmenter."""
+    rows = []
+    for (method, measure, fw), g in scores.groupby(["method", "measure", "framework"], sort=False):
+        ok = g["split"].isin(["oof", "test"]) & g[f"true_{target}"].notna()
+        if not include_train:
+            ok &= ~g["train_case"].astype(bool)
+        h = g[ok]
+        s = regression_summary(h[f"true_{target}"], h[f"predicted_{target}"], failure_threshold)
+        if s["n"] == 0:
+            s = {**s, "aurc": math.nan}
+        rows.append({"method": method, "measure": measure, "framework": fw, **s,
+                     "detail": details.get((method, measure, fw), "")})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def make_folds(batch: Batch, cv: int, seed: int) -> np.ndarray | None:
+    """Folds of the labelled cases (``None`` for ``cv < 2``)."""
+    if cv < 2:
+        return None
+    return assign_folds(int(batch.labelled.sum()), cv, seed)
+
+
+__all__ = [
+    "Batch",
+    "COMBINED",
+    "FEATURE_MODELS",
+    "FRAMEWORKS_CNN",
+    "Prediction",
+    "cnn_meta",
+    "feature_names",
+    "load_raw",
+    "make_folds",
+    "predict_baseline_cv",
+    "predict_cnn_framework",
+    "predict_features",
+    "predict_features_loaded",
+    "score_rows",
+    "summary_rows",
+    "with_combined",
+]
