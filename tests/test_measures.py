@@ -172,3 +172,10 @@ def test_bad_arguments() -> None:
         M.epkl(x, pairs="some")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sum_entropy"):
         SampleSums(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4), 1)
+
+
+def test_argmax_classes_equals_torch_argmax_with_ties() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, (2, 4, 50), generator=g).double()  # many ties
+    for dim in (0, 1):
+        assert torch.equal(M.argmax_classes(x, dim).long(), x.argmax(dim))

@@ -232,11 +232,29 @@ def _maps_from_sums(sums: SampleSums, measures: Sequence[str], pairs: str, dtype
     return {m: out[m] for m in measures}
 
 
+def argmax_classes(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Index of the largest entry along the (short) class axis ``dim``, uint8; ties go to the lower index.
+
+    Same result as ``x.argmax(dim)``, but one comparison pass per class: torch's CPU argmax over a non-last
+    axis is orders of magnitude slower for the (K small, many voxels) layout used here.
+    """
+    xs = x.unbind(dim)
+    if len(xs) > 256:
+        raise ValueError(f"argmax_classes: at most 256 classes (uint8), got {len(xs)}")
+    best = xs[0]
+    idx = torch.zeros(best.shape, dtype=torch.uint8, device=x.device)
+    for k in range(1, len(xs)):
+        better = xs[k] > best
+        idx.masked_fill_(better, k)
+        best = torch.where(better, xs[k], best)
+    return idx
+
+
 def mean_segmentation(x: SampleSums | torch.Tensor | np.ndarray, *, log: bool = False):
     """Argmax of ``p̄`` per voxel (ties go to the lower class), uint8 ``(*spatial)``."""
     numpy_out = isinstance(x, np.ndarray)
     sums = x if isinstance(x, SampleSums) else SampleSums.from_samples(x, log=log)
-    seg = _as_tensor(sums.sum_p).argmax(0).to(torch.uint8)
+    seg = argmax_classes(_as_tensor(sums.sum_p), 0)
     return seg.numpy() if numpy_out else seg
 
 

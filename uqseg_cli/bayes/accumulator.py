@@ -9,8 +9,8 @@ The accumulator keeps, per voxel of the whole case:
 - ``sum_entropy`` ``(*spatial)``    float32  Σ_t H[p_t] (nats)
 
 and, per sample, ``volumes`` ``(T, K)`` float64 (ml of each class in the argmax of sample t) and
-``soft_volumes`` ``(T, K)`` float64 (ml of Σ_voxels p_t). Within one ``add`` call the sum over the ``n`` samples
-is taken in float64 on the compute device; the running sums are float32 by default (``sum_dtype``).
+``soft_volumes`` ``(T, K)`` float64 (ml of Σ_voxels p_t). The running sums are float32 by default
+(``sum_dtype``; float64 for exact references), the per-sample volumes float64.
 Regions may arrive in any order and samples in any grouping; :meth:`SampleAccumulator.result` checks that every
 voxel received every sample exactly once.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from uqseg_cli.measures import SampleSums
+from uqseg_cli.measures import SampleSums, argmax_classes
 
 Index = tuple[slice, ...]
 SampleSink = Callable[[int, Index, torch.Tensor], None]
@@ -115,15 +115,17 @@ class SampleAccumulator:
         region = self._coverage[index].shape
         if tuple(logp.shape[2:]) != tuple(region):
             raise ValueError(f"logp region {tuple(logp.shape[2:])} does not match index region {tuple(region)}")
-        lp = logp.detach().to(torch.float64)
+        # float32 work for float32 sums (one add sums at most T samples), float64 for float64 sums
+        work = torch.float64 if (self.sum_p.dtype == torch.float64 or logp.dtype == torch.float64) else torch.float32
+        lp = logp.detach().to(work)
         p = torch.exp(lp)
-        plogp = torch.where(p > 0, p * lp, torch.zeros((), dtype=lp.dtype, device=lp.device))
+        plogp = torch.nan_to_num_(p * lp, nan=0.0)  # 0 * log 0 = 0 where a probability is exactly 0
         dt = self.sum_p.dtype
         self.sum_p[(slice(None), *index)] += p.sum(0).to("cpu", dt)
         self.sum_logp[(slice(None), *index)] += lp.sum(0).to("cpu", dt)
         self.sum_entropy[index] += (-plogp.sum(1)).sum(0).to("cpu", dt)
         # per-sample class counts of the argmax, in one bincount
-        lab = lp.argmax(1).reshape(n, -1) + (torch.arange(n, device=lp.device) * self.K)[:, None]
+        lab = argmax_classes(lp, 1).reshape(n, -1).long() + (torch.arange(n, device=lp.device) * self.K)[:, None]
         cnt = torch.bincount(lab.reshape(-1), minlength=n * self.K).reshape(n, self.K)
         self.counts[t0 : t0 + n] += cnt.to("cpu", torch.float64)
         self.soft[t0 : t0 + n] += p.reshape(n, self.K, -1).sum(2).to("cpu")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from uqseg_cli.measures import MEASURES, SampleSums, uncertainty_maps
+from uqseg_cli.measures import MEASURES, SampleSums, argmax_classes, uncertainty_maps
 
 
 def maps_by_slab(
@@ -24,7 +24,7 @@ def maps_by_slab(
     *,
     pairs: str = "all",
     out_dtype=np.float32,
-    slab_voxels: int = 1 << 21,
+    slab_voxels: int = 1 << 18,
 ) -> dict[str, np.ndarray]:
     """``{measure: (*spatial) out_dtype map, "mean_segmentation": (*spatial) uint8}``.
 
@@ -58,6 +58,6 @@ def maps_by_slab(
         with np.errstate(over="ignore"):  # float16: values beyond 65504 become inf
             for m in measures:
                 out[m][a:b] = maps[m].numpy().astype(out_dtype)
-        seg[a:b] = sums.sum_p.argmax(0).numpy().astype(np.uint8)
+        seg[a:b] = argmax_classes(sums.sum_p, 0).numpy()
     out["mean_segmentation"] = seg
     return out
