@@ -59,18 +59,18 @@ def pick_methods_measures(sf: StageFile, method: list[str] | None, measure: list
 def aggregate(
     input: Annotated[
         Path | None,
-        typer.Option("-i", "--input", help="uncertainty.h5 from `uqseg uncertainty`. [default: uncertainty.h5]"),
+        typer.Option("-i", "--input", help="uncertainty.h5 from `uqseg uncertainty`. (default: uncertainty.h5)"),
     ] = None,
     output: Annotated[
         str, typer.Option("-o", "--output", help="Feature CSV, or - for standard output. e.g. -o features.csv")
     ] = "features.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Methods to read (repeat or comma list), e.g. tta [default: all]."),
+        typer.Option("--method", "-m", help="Methods to read (repeat or comma list), e.g. tta (default: all)."),
     ] = None,
     measure: Annotated[
         list[str] | None,
-        typer.Option("--measure", help="Measures to read (repeat or comma list), e.g. entropy [default: all]."),
+        typer.Option("--measure", help="Measures to read (repeat or comma list), e.g. entropy (default: all)."),
     ] = None,
     band_width: Annotated[
         int, typer.Option("--band-width", min=1, help="Half-width (voxels) of the band around the predicted boundary.")
@@ -90,7 +90,7 @@ def aggregate(
         typer.Option(
             "--combine",
             help="Measures combined into the score 'combined' (comma list), e.g. entropy,mutual_information "
-            "[default: all read measures]; 'none' for no combined score.",
+            "(default: all read measures); 'none' for no combined score.",
         ),
     ] = None,
     combine_region: Annotated[
@@ -115,7 +115,7 @@ def aggregate(
     stats_out: Annotated[
         Path | None,
         typer.Option(
-            "--stats-out", help="Where to save the combined-score statistics [default: <output stem>.stats.json]."
+            "--stats-out", help="Where to save the combined-score statistics (default: <output stem>.stats.json)."
         ),
     ] = None,
     correlate: Annotated[

@@ -64,21 +64,21 @@ def model_path_for(save: Path, n_configs: int, method: str, measure: str, framew
 def score(
     input: Annotated[
         Path | None,
-        typer.Option("-i", "--input", help="uncertainty.h5 from `uqseg uncertainty`. [default: uncertainty.h5]"),
+        typer.Option("-i", "--input", help="uncertainty.h5 from `uqseg uncertainty`. (default: uncertainty.h5)"),
     ] = None,
     output: Annotated[
         str, typer.Option("-o", "--output", help="Per-case CSV, or - for standard output, e.g. -o scores.csv")
     ] = "scores.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Uncertainty method(s), e.g. tta (repeat or comma list) [default: all]."),
+        typer.Option("--method", "-m", help="Uncertainty method(s), e.g. tta (repeat or comma list) (default: all)."),
     ] = None,
     measure: Annotated[
         list[str] | None,
         typer.Option(
             "--measure",
             help="Measure(s), e.g. entropy; 'combined' = all measures (CNN: as channels; features: all features "
-            "and the combined score). Repeat or comma list. [default: combined]",
+            "and the combined score). Repeat or comma list. (default: combined)",
         ),
     ] = None,
     framework: Annotated[
@@ -88,7 +88,7 @@ def score(
             "-f",
             help="seg-unc (CNN on segmentation + uncertainty), img-seg-unc (CNN on image + segmentation + "
             "uncertainty), features (linear and random-forest regression on aggregated features). Repeat or comma "
-            "list. [default: seg-unc]",
+            "list. (default: seg-unc)",
         ),
     ] = None,
     target: Annotated[str, typer.Option("--target", help="dice or iou (of the segmentation vs. the reference).")] = (
@@ -118,7 +118,7 @@ def score(
     pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm's ImageNet weights.")] = False,
     input_size: Annotated[
         str | None,
-        typer.Option("--input-size", help="CNN input grid, e.g. 128 or 192x256 [default: 128 (2D), 64 (3D)]."),
+        typer.Option("--input-size", help="CNN input grid, e.g. 128 or 192x256 (default: 128 (2D), 64 (3D))."),
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs per fit.")] = 30,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Early stopping: epochs without progress.")] = 6,
@@ -131,8 +131,8 @@ def score(
         Path | None,
         typer.Option(
             "--features",
-            help="Aggregated features from `uqseg aggregate` (long CSV) [default: computed from the input with the "
-            "default regions].",
+            help="Aggregated features from `uqseg aggregate` (long CSV) (default: computed from the input with the "
+            "default regions).",
         ),
     ] = None,
     include_train_cases: Annotated[
@@ -145,11 +145,11 @@ def score(
     failure_threshold: Annotated[
         float | None,
         typer.Option("--failure-threshold", help="AURC of failures (true Dice below this), e.g. 0.8 "
-                     "[default: AURC of the loss 1 - Dice]."),
+                     "(default: AURC of the loss 1 - Dice)."),
     ] = None,
     summary: Annotated[
         Path | None,
-        typer.Option("--summary", help="Summary CSV [default: <output stem>.summary.csv; none with -o -]."),
+        typer.Option("--summary", help="Summary CSV (default: <output stem>.summary.csv; none with -o -)."),
     ] = None,
     device: Device = "auto",
     seed: Seed = 0,
