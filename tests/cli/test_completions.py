@@ -30,3 +30,19 @@ def test_completion_scripts_are_current(shell):
 def test_bash_completion_lists_every_stage():
     out = _run({"COMP_WORDS": "uqseg ", "COMP_CWORD": "1", "_UQSEG_COMPLETE": "complete_bash"})
     assert out.split() == [s.replace("_", "-") for s in STAGES]
+
+
+def test_listing_stages_imports_nothing_heavy():
+    code = (
+        "import sys; from uqseg_cli.cli.app import app; import typer.main as m; "
+        "g = m.get_command(app); import click; ctx = click.Context(g); g.format_help(ctx, click.HelpFormatter()); "
+        "print(sorted(k for k in ('torch', 'scipy', 'umap', 'timm', 'pandas') if k in sys.modules))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr

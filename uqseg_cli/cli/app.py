@@ -6,7 +6,9 @@ import importlib
 import os
 import sys
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from uqseg_cli import __version__
 from uqseg_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UqsegError
@@ -23,14 +25,59 @@ STAGES: list[str] = [
     "info",
 ]
 
+# One-line descriptions for `uqseg --help` and shell completion, so that listing the stages imports nothing heavy
+# (torch, scipy, umap): a stage module is imported only when its command runs or its own --help is asked for.
+SUMMARIES: dict[str, str] = {
+    "models": "List the segmentation architectures with parameter counts and input-size rules.",
+    "train": "Train a segmentation network (or an ensemble / K fold members) on images or volumes with masks.",
+    "predict": "Segment images or volumes with a checkpoint: predict.h5 (image, probabilities, references, raters).",
+    "sample": "Bayesian sampling (MC dropout, ensemble, TTA) into running sums: samples.h5.",
+    "uncertainty": "Uncertainty maps (confidence, entropy, MI, EPKL, ...) from samples.h5: uncertainty.h5.",
+    "aggregate": "Condense uncertainty maps into per-case scores (regions, volumes, a combined score).",
+    "score": "Predict the Dice of every case from its segmentation and uncertainty (and image), without ground truth.",
+    "explain": "Grad-CAM, UMAP, plots and report.html for the quality predictions: explain/.",
+    "evaluate": "Evaluate predictions against several raters (the CURVAS protocol): metrics.csv.",
+    "merge": "Join the part files of a sharded stage run into one file.",
+    "info": "Show what a stage file holds: stage, config, lineage, cases and arrays.",
+    "demo": "Run the whole pipeline on built-in synthetic data and summarise what it found.",
+}
+
+
+class LazyStages(TyperGroup):
+    """Stages in pipeline order, imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(STAGES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in STAGES:
+            sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False, add_completion=False)
+            importlib.import_module(f"uqseg_cli.cli.{name}").register(sub)
+            cmd = typer.main.get_command(sub)
+            self.commands[name] = cmd.commands[name] if isinstance(cmd, click.Group) else cmd
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, SUMMARIES.get(n) or self.get_command(ctx, n).get_short_help_str(100)) for n in STAGES]
+        with formatter.section("Commands (in pipeline order)"):
+            formatter.write_dl(rows)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str):
+        from click.shell_completion import CompletionItem
+
+        items = [CompletionItem(n, help=SUMMARIES.get(n)) for n in STAGES if n.startswith(incomplete)]
+        return items + [i for i in click.Command.shell_complete(self, ctx, incomplete)]
+
+
 app = typer.Typer(
+    cls=LazyStages,
     name="uqseg",
     help="Uncertainty-aware segmentation quality: how good is a segmentation nobody has checked, "
     "and how sure is the model? Stages pass HDF5 files; tables are CSV.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 
@@ -50,10 +97,6 @@ def _root(
     """Uncertainty-aware segmentation quality prediction (2D photos and 3D CT)."""
     if debug:
         os.environ["UQSEG_DEBUG"] = "1"
-
-
-for _name in STAGES:
-    importlib.import_module(f"uqseg_cli.cli.{_name}").register(app)
 
 
 def main() -> None:
