@@ -279,6 +279,7 @@ def predict_and_embed(model, sf, case_ids: Sequence[str], meta: dict, opts: Expl
 
 
 def _gradcam_step(model, meta, sf, sf_path: Path, ids, opts, model_fp: str, result: ExplainResult) -> Path | None:
+    import torch
 
     from uqseg_cli.explain.gradcam import default_layer, grad_cam, resize_map
     from uqseg_cli.io.runner import StageRun, run_stage
@@ -301,19 +302,46 @@ def _gradcam_step(model, meta, sf, sf_path: Path, ids, opts, model_fp: str, resu
         "formats": list(opts.formats),
     }
 
+    warned: list[bool] = []
+    cache: dict[str, tuple[torch.Tensor, float]] = {}
+    position = {c: i for i, c in enumerate(ids)}
+
+    def cam_of(case_id: str) -> tuple[torch.Tensor, float]:
+        """The case's map on the model grid and the model output, computed for up to --batch-size cases at
+        once (this case and the next ones in run order; maps are per-input, so batching changes nothing)."""
+        if case_id not in cache:
+            cache.clear()
+            chunk = ids[position[case_id] : position[case_id] + max(1, opts.batch_size)]
+            good, xs = [], []
+            for c in chunk:
+                try:
+                    xs.append(build_inputs(sf.case(c), meta))
+                    good.append(c)
+                except Exception:
+                    if c == case_id:
+                        raise  # the others fail, if at all, in their own turn
+            res = grad_cam(model, torch.stack(xs).to(opts.device), layer=layer, direction=opts.direction,
+                           method=opts.cam_method)
+            if int(np.prod(res.layer_shape[2:])) == 1 and not warned:
+                warned.append(True)
+                warn(f"layer {layer!r} outputs a single voxel at input size {meta.get('input_size')}: the map "
+                     "is uniform; choose an earlier stage with --layer")
+            for i, c in enumerate(good):
+                cache[c] = (res.cam[i : i + 1].cpu(), float(res.output[i]))
+        return cache.pop(case_id)
+
     def process(case_id: str, group) -> None:
         view = sf.case(case_id)
-        x = build_inputs(view, meta)[None].to(opts.device)
-        res = grad_cam(model, x, layer=layer, direction=opts.direction, method=opts.cam_method)
+        cam_small, output = cam_of(case_id)
         image, seg, ref = display_arrays(view)
         spatial = image.shape[1:]
-        cam = resize_map(res.cam.cpu(), tuple(spatial))[0].numpy().astype(np.float32)
+        cam = resize_map(cam_small, tuple(spatial))[0].numpy().astype(np.float32)
         write_array(group, "gradcam", cam)
-        group.attrs["predicted"] = float(res.output[0])
+        group.attrs["predicted"] = output
         group.attrs["layer"] = layer
         group.attrs["direction"] = opts.direction
         group.attrs["spacing"] = list(view.spacing) if view.has("segmentation") else []
-        title = f"{case_id}: predicted {meta.get('target', 'dice')} {float(res.output[0]):.3f}"
+        title = f"{case_id}: model output {meta.get('target', 'dice')} = {output:.3f}"
         fig = plots.heat_figure(image, cam, seg, ref, title=title, heat_label=label, num_slices=opts.slices)
         plots.save_figure(fig, fig_dir / safe_name(case_id), opts.formats)
 
