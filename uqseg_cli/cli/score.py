@@ -78,7 +78,7 @@ def score(
         typer.Option(
             "--measure",
             help="Measure(s), e.g. entropy; 'combined' = all measures (CNN: as channels; features: all features "
-            "and the combined score). Repeat or comma list. (default: combined)",
+            "and the combined score); 'all' = each measure and combined. Repeat or comma list. (default: combined)",
         ),
     ] = None,
     framework: Annotated[
@@ -209,6 +209,8 @@ def score(
     with StageFile(src, expect_stage="uncertainty") as sf:
         ids, methods, all_measures = pick_methods_measures(sf, method, None)
         wanted = split_list(measure) or [COMBINED]
+        if "all" in wanted:
+            wanted = [*all_measures, COMBINED]
         bad = [m for m in wanted if m != COMBINED and m not in all_measures]
         if bad:
             raise UqsegError(f"--measure {','.join(bad)}: not in {src} (it has {', '.join(all_measures)}, or combined)")
