@@ -138,3 +138,31 @@ def test_errors(folder, monkeypatch, capsys, tmp_path_factory):
     assert code == 2 and "0 case(s) with a usable reference" in err and "Traceback" not in err
     code, _, err = run(monkeypatch, capsys, "score", "--model", "missing.pt", "-o", "m.csv")
     assert code == 2 and "missing.pt: quality model not found" in err
+
+
+def test_volumes_use_the_3d_cnn(tmp_path, monkeypatch, capsys):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        write_chain(tmp_path, n=8, shape=(12, 14, 10))
+        monkeypatch.chdir(tmp_path)
+        code, _, err = run(monkeypatch, capsys, "score", "--measure", "entropy", "--cv", "2", "--input-size", "16",
+                           "--epochs", "1", "--batch-size", "4", "--device", "cpu")
+        assert code == 0, err
+        model, meta = load_quality_model(tmp_path / "quality.pt")
+        assert meta["dims"] == 3 and meta["input_size"] == [16, 16, 16] and meta["backbone"] == "smallcnn3d"
+        with StageFile(tmp_path / "uncertainty.h5") as sf:
+            assert build_inputs(sf.case("case03"), meta).shape == (2, 16, 16, 16)
+        assert len(pd.read_csv(tmp_path / "scores.csv").query("framework == 'seg-unc'")) == 8
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_features_table_from_aggregate_gives_the_same_scores(folder, monkeypatch, capsys):
+    assert run(monkeypatch, capsys, "aggregate", "-q")[0] == 0
+    common = ["score", "--framework", "features", "--measure", "epkl", "--cv", "3", "-q"]
+    assert run(monkeypatch, capsys, *common, "-o", "a.csv", "--save-model", "a.pt")[0] == 0
+    given = ["--features", "features.csv", "-o", "b.csv", "--save-model", "b.pt"]
+    assert run(monkeypatch, capsys, *common, *given)[0] == 0
+    a, b = pd.read_csv(folder / "a.csv"), pd.read_csv(folder / "b.csv")
+    np.testing.assert_allclose(a.predicted_dice, b.predicted_dice, atol=1e-12)
