@@ -32,11 +32,11 @@ def folder(tmp_path_factory):
     write_quality_model(d / "quality.pt")
     write_scores(d / "scores.csv", truth)
     write_bins(d / "metrics.bins.csv")
-    rows = []
+    rows = []  # `uqseg aggregate`'s long format
     for i, cid in enumerate(sorted(truth)):
-        for region in ("image", "foreground"):
+        for region in ("image", "foreground", "band"):
             rows.append({"case": cid, "method": "tta", "measure": "entropy", "region": region,
-                         "mean": 0.1 * i + (region == "image"), "p95": np.sin(i) + 2})
+                         "value": 0.1 * i + (region == "image") + np.sin(i) * (region == "band")})
     pd.DataFrame(rows).to_csv(d / "features.csv", index=False)
     return d, truth
 
@@ -75,7 +75,8 @@ def test_full_run_from_scores(folder):
     u = pd.read_csv(out / "umap.csv")
     assert list(u.columns) == ["case", "x", "y", "predicted_dice", "true_dice", "method", "measure"]
     assert list(u["case"]) == ids
-    scores = pd.read_csv(d / "scores.csv").set_index("case")
+    scores = pd.read_csv(d / "scores.csv")
+    scores = scores[scores["framework"] == "img-seg-unc"].set_index("case")  # the model's framework is preferred
     np.testing.assert_allclose(u["predicted_dice"], scores.loc[ids, "predicted_dice"])
     np.testing.assert_allclose(u["true_dice"], [truth[c] for c in ids])
     assert set(u["method"]) == {"tta"} and set(u["measure"]) == {"entropy"}
@@ -149,8 +150,10 @@ def test_without_model_plots_and_feature_umap(folder):
     sub = d / "scores_only"
     sub.mkdir()
     (sub / "scores.csv").write_bytes((d / "scores.csv").read_bytes())
-    res = runner.invoke(app, ["explain", "-i", str(sub / "scores.csv"), "-o", str(out), "--features",
-                              str(d / "features.csv"), "-q"])
+    args = ["explain", "-i", str(sub / "scores.csv"), "-o", str(out), "--features", str(d / "features.csv"), "-q"]
+    res = runner.invoke(app, args)
+    assert isinstance(res.exception, UqsegError) and "--framework" in str(res.exception)  # 2 frameworks, no model
+    res = runner.invoke(app, [*args, "--framework", "features"])
     assert res.exit_code == 0, res.output
     assert (out / "umap_features.csv").exists() and not (out / "umap.csv").exists()
     assert (out / "pred_vs_true.png").exists() and not list(out.glob("gradcam*"))

@@ -80,13 +80,16 @@ def write_quality_model(path: Path, dims: int = 2, size: int = 64, seed: int = 0
 
 
 def write_scores(path: Path, truth: dict, noise: float = 0.05, seed: int = 1) -> pd.DataFrame:
+    """`uqseg score`'s columns; two frameworks per case (img-seg-unc, and a features model predicting 0.5)."""
     rng = np.random.default_rng(seed)
     ids = sorted(truth)
     t = np.array([truth[c] for c in ids])
-    df = pd.DataFrame(
-        {"case": ids, "method": "tta", "measure": "entropy", "predicted_dice": t + rng.normal(0, noise, len(t)),
-         "true_dice": t}
+    cnn = pd.DataFrame(
+        {"case": ids, "method": "tta", "measure": "entropy", "framework": "img-seg-unc",
+         "predicted_dice": t + rng.normal(0, noise, len(t)), "true_dice": t, "split": "oof", "train_case": False}
     )
+    feats = cnn.assign(framework="features", predicted_dice=0.5)
+    df = pd.concat([cnn, feats], ignore_index=True)
     df.to_csv(path, index=False)
     return df
 

@@ -120,6 +120,17 @@ def test_feature_matrix_pivots_long_table():
         feature_matrix(table.drop(columns="case"))
 
 
+def test_feature_matrix_aggregate_long_format():
+    rows = [{"case": c, "method": "tta", "measure": m, "region": r, "value": v}
+            for c, base in (("p", 1.0), ("q", 2.0), ("r", 4.0))
+            for m in ("entropy", "volume") for r, v in (("image", base), ("foreground", base * base))]
+    ids, X, names = feature_matrix(pd.DataFrame(rows))
+    assert ids == ["p", "q", "r"]
+    assert sorted(names) == ["tta/entropy/foreground", "tta/entropy/image", "tta/volume/foreground", "tta/volume/image"]
+    j = names.index("tta/entropy/foreground")
+    np.testing.assert_array_equal(X[:, j], [1.0, 4.0, 16.0])
+
+
 def test_feature_matrix_wide_table_and_missing_columns():
     table = pd.DataFrame({"case": ["x", "y", "z"], "f1": [1.0, 2.0, 4.0], "f2": [1.0, np.nan, 2.0]})
     ids, X, names = feature_matrix(table)

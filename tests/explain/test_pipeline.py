@@ -45,6 +45,12 @@ def test_read_scores(tmp_path):
         read_scores(p)
     s = read_scores(p, method="mcdropout")
     assert s.loc["x", "predicted"] == 0.6 and math.isnan(s.loc["x", "true"])
+    s = read_scores(p, prefer={"method": "tta", "framework": "cnn"})  # preferences apply where they match
+    assert s.loc["x", "predicted"] == 0.5
+    with pytest.raises(InputError, match="several rows"):
+        read_scores(p, prefer={"method": "ensemble"})
+    with pytest.raises(InputError, match="no rows with method = 'ensemble'"):
+        read_scores(p, method="ensemble")
     pd.DataFrame({"case": ["x"], "foo": [1]}).to_csv(p, index=False)
     with pytest.raises(InputError, match="prediction column"):
         read_scores(p)

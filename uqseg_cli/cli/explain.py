@@ -120,6 +120,11 @@ def explain(
         str | None,
         typer.Option("--measure", help="Measure of the uncertainty overlays [default: the model's, or entropy]."),
     ] = None,
+    framework: Annotated[
+        str | None,
+        typer.Option("--framework", help="Rows of scores.csv of this framework [default: the model's]. "
+                     "e.g. --framework img-seg-unc"),
+    ] = None,
     no_gradcam: Annotated[bool, typer.Option("--no-gradcam", help="Skip Grad-CAM (embedding UMAP only).")] = False,
     pdf: Annotated[bool, typer.Option("--pdf", help="Also write every figure as PDF.")] = False,
     seed: Seed = 0,
@@ -154,23 +159,9 @@ def explain(
     if color_by not in ("auto", "true", "predicted"):
         raise UqsegError(f"--color-by {color_by!r}: choose auto, true or predicted")
     src = _find_input(input)
-    scores = None
-    if src.suffix.lower() == ".csv":
-        scores = read_scores(src, method=method, measure=measure)
-        h5_path = Path(h5) if h5 is not None else _beside(src, "uncertainty.h5")
-        if h5 is not None and not h5_path.exists():
-            raise UqsegError(f"--h5 {h5}: not found")
-    else:
-        h5_path = src
     model_path = Path(model) if model is not None else _beside(src, "quality.pt")
     if model is not None and not model_path.exists():
         raise UqsegError(f"--model {model}: quality model not found")
-    bins_path = Path(bins) if bins is not None else _beside(src, "metrics.bins.csv")
-    bins_df = read_table(bins_path) if bins_path is not None else None
-    summ = bins_path.with_name(bins_path.name.replace(".bins.csv", ".summary.csv")) if bins_path else None
-    summary_df = pd.read_csv(summ) if summ is not None and summ.exists() and summ != bins_path else None
-    feat_df = read_table(features, required=["case"]) if features is not None else None
-
     qmodel, meta = None, None
     dev = resolve_device(device)
     if model_path is not None:
@@ -178,8 +169,23 @@ def explain(
 
         qmodel, meta = load_quality_model(model_path)
         qmodel = qmodel.to(dev)
-        if h5_path is None:
-            raise UqsegError(f"{src}: the model needs the cases' arrays; pass --h5 uncertainty.h5")
+    scores = None
+    h5_path = None
+    if src.suffix.lower() == ".csv":
+        prefer = {k: (meta or {}).get(k) for k in ("method", "measure", "framework")}
+        scores = read_scores(src, method=method, measure=measure, framework=framework, prefer=prefer)
+        h5_path = Path(h5) if h5 is not None else _beside(src, "uncertainty.h5")
+        if h5 is not None and not h5_path.exists():
+            raise UqsegError(f"--h5 {h5}: not found")
+    else:
+        h5_path = src
+    if qmodel is not None and h5_path is None:
+        raise UqsegError(f"{src}: the model needs the cases' arrays; pass --h5 uncertainty.h5")
+    bins_path = Path(bins) if bins is not None else _beside(src, "metrics.bins.csv")
+    bins_df = read_table(bins_path) if bins_path is not None else None
+    summ = bins_path.with_name(bins_path.name.replace(".bins.csv", ".summary.csv")) if bins_path else None
+    summary_df = pd.read_csv(summ) if summ is not None and summ.exists() and summ != bins_path else None
+    feat_df = read_table(features, required=["case"]) if features is not None else None
     opts = ExplainOptions(
         out_dir=Path(output),
         direction=direction,

@@ -79,8 +79,9 @@ def feature_matrix(
     """One row per case from a long feature table (``features.csv`` of ``uqseg aggregate``).
 
     ``table`` has a ``case`` column, optional key columns ``method``/``measure``/``region`` (filtered by
-    ``method``/``measure`` when given) and numeric value columns. Each (key values, value column) pair becomes
-    one column named ``method/measure/region/value``. Columns with any missing value or no variation are
+    ``method``/``measure`` when given) and numeric value columns (`uqseg aggregate` writes one, ``value``).
+    Each (key values, value column) pair becomes one column named ``method/measure/region/<value column>``, or
+    ``method/measure/region`` when there is a single value column. Columns with any missing value or no variation are
     dropped. Returns ``(case_ids sorted, X (n_cases, n_columns) float64, column_names)``.
     """
     if "case" not in table.columns:
@@ -105,8 +106,11 @@ def feature_matrix(
         if t.duplicated(["case", *keys]).any():
             raise UqsegError(f"feature table: duplicate rows for (case, {', '.join(keys)})")
         wide = t.pivot(index="case", columns=keys, values=values)
-        # wide columns: (value, key1, key2, ...) -> "key1/key2/.../value"
-        names = ["/".join([*map(str, col[1:]), str(col[0])]) for col in wide.columns]
+        # wide columns: (value, key1, key2, ...) -> "key1/key2/.../value" ("key1/key2/..." for a single value column)
+        if len(values) == 1:
+            names = ["/".join(map(str, col[1:])) for col in wide.columns]
+        else:
+            names = ["/".join([*map(str, col[1:]), str(col[0])]) for col in wide.columns]
     else:
         if t["case"].duplicated().any():
             raise UqsegError("feature table: duplicate case rows")

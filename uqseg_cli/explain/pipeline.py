@@ -31,8 +31,8 @@ from uqseg_cli.explain.report import Figure, Section, write_report
 from uqseg_cli.progress import log, warn
 
 SCORE_CASE = ("case", "case_id")
-SCORE_PRED = ("predicted_dice", "predicted", "predicted_quality", "prediction", "pred")
-SCORE_TRUE = ("true_dice", "true", "true_quality", "target", "dice")
+SCORE_PRED = ("predicted_dice", "predicted_iou", "predicted", "predicted_quality", "prediction", "pred")
+SCORE_TRUE = ("true_dice", "true_iou", "true", "true_quality", "target", "dice")
 UMAP_COLUMNS = ["case", "x", "y", "predicted_dice", "true_dice", "method", "measure"]
 
 
@@ -104,12 +104,20 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_scores(path: Path, method: str | None = None, measure: str | None = None) -> pd.DataFrame:
+def read_scores(
+    path: Path,
+    method: str | None = None,
+    measure: str | None = None,
+    framework: str | None = None,
+    prefer: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """``scores.csv`` of `uqseg score` as columns ``case, predicted, true`` (+ ``method``, ``measure``).
 
-    Accepted column names: case ``case``/``case_id``; prediction ``predicted_dice``/``predicted``/...;
-    truth ``true_dice``/``true``/... (optional). Rows are filtered by ``method``/``measure`` when those
-    columns exist; one row per case must remain.
+    Accepted column names: case ``case``/``case_id``; prediction ``predicted_dice``/``predicted_iou``/
+    ``predicted``/...; truth ``true_dice``/``true_iou``/``true``/... (optional). Rows are filtered by
+    ``method``/``measure``/``framework`` when those columns exist (an explicit filter that matches nothing is an
+    error); ``prefer`` (e.g. the loaded model's method, measure and framework) filters likewise but only where it
+    leaves rows. One row per case must remain.
     """
     try:
         df = pd.read_csv(path)
@@ -125,11 +133,16 @@ def read_scores(path: Path, method: str | None = None, measure: str | None = Non
             f"{path}: needs a case column ({'/'.join(SCORE_CASE)}) and a prediction column "
             f"({'/'.join(SCORE_PRED)}); found {', '.join(map(str, df.columns))}"
         )
-    for col, want in (("method", method), ("measure", measure)):
+    for col, want in (("method", method), ("measure", measure), ("framework", framework)):
         if want is not None and col in df.columns:
             df = df[df[col].astype(str) == want]
             if df.empty:
                 raise InputError(f"{path}: no rows with {col} = {want!r}")
+    for col, want in (prefer or {}).items():
+        if want is not None and col in df.columns and df[col].astype(str).nunique() > 1:
+            sub = df[df[col].astype(str) == str(want)]
+            if not sub.empty:
+                df = sub
     out = pd.DataFrame(
         {
             "case": df[case_col].astype(str),
@@ -142,7 +155,8 @@ def read_scores(path: Path, method: str | None = None, measure: str | None = Non
     dup = out["case"][out["case"].duplicated()].unique().tolist()
     if dup:
         raise InputError(
-            f"{path}: several rows for case {dup[0]!r} (e.g. one per method/measure); choose with --method/--measure"
+            f"{path}: several rows for case {dup[0]!r} (one per method/measure/framework); choose with "
+            "--method/--measure/--framework"
         )
     return out.set_index("case", drop=False)
 
