@@ -15,6 +15,9 @@ from uqseg_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UqsegError
 
 # Subcommand modules in pipeline order; each exposes `register(app)`. A stage is listed only when it works.
 STAGES: list[str] = [
+    "models",
+    "train",
+    "predict",
     "sample",
     "uncertainty",
     "aggregate",

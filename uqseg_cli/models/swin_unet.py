@@ -63,6 +63,11 @@ class SwinUNet(SegModel):
         self.decoder = self.blocks
         self.head = SegHead(2, enc_ch[0], num_classes, dropout, scale=4)
 
+    @property
+    def input_rule(self) -> str:
+        h, w = self.fixed_input_size
+        return f"exactly {h}x{w} (img_size; any multiples of 32)"
+
     def _encoder(self, x: torch.Tensor) -> Features:
         return [f.permute(0, 3, 1, 2).contiguous() for f in self.backbone(x)]  # NHWC -> NCHW
 
