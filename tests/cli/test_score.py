@@ -166,3 +166,21 @@ def test_features_table_from_aggregate_gives_the_same_scores(folder, monkeypatch
     assert run(monkeypatch, capsys, *common, *given)[0] == 0
     a, b = pd.read_csv(folder / "a.csv"), pd.read_csv(folder / "b.csv")
     np.testing.assert_allclose(a.predicted_dice, b.predicted_dice, atol=1e-12)
+
+
+def test_features_model_keeps_its_combined_scale_on_a_new_batch(folder, monkeypatch, capsys, tmp_path_factory):
+    code, _, err = run(monkeypatch, capsys, "score", "--framework", "features", "--measure", "combined", "--cv", "0",
+                       "-o", "fit.csv", "--save-model", "qf.pt")
+    assert code == 0, err
+    # a new batch holding the first five cases only: its own z-scores would differ from the fitted batch's
+    sub = tmp_path_factory.mktemp("sub")
+    write_chain(sub, n=5, shape=(24, 24), no_ref=("case12", "case13"), train_ids=("case00",))
+    code, _, err = run(monkeypatch, capsys, "score", "-i", str(sub / "uncertainty.h5"), "--model", "qf.pt",
+                       "-o", str(sub / "s.csv"))
+    assert code == 0, err
+    fit = pd.read_csv(folder / "fit.csv").set_index(["framework", "case"])
+    new = pd.read_csv(sub / "s.csv")
+    new = new[new.framework != "baseline"].set_index(["framework", "case"])
+    assert len(new) == 10
+    for key, row in new.iterrows():
+        assert row.predicted_dice == pytest.approx(fit.loc[key, "predicted_dice"], abs=1e-12), key

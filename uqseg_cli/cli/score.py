@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from uqseg_cli.aggregate import RegionParams, collect_features
+from uqseg_cli.aggregate import CombinedStats, RegionParams, collect_features
 from uqseg_cli.cli.aggregate import pick_methods_measures, split_list
 from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, default_input, resolve_device
 from uqseg_cli.errors import EXIT_CASE_FAILED, CaseError, InputError, UqsegError
@@ -19,11 +19,11 @@ from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, read_table, write_table
 from uqseg_cli.progress import Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
+from uqseg_cli.quality.features import FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.models import create_quality_model
 from uqseg_cli.quality.scoring import (
     COMBINED,
-    FEATURE_MODELS,
     Batch,
     Prediction,
     cnn_meta,
@@ -224,7 +224,10 @@ def score(
             long["case"] = long["case"].astype(str)
         else:
             long = got.long
-        long = with_combined(long, all_measures)
+        saved_stats = None
+        if loaded is not None and loaded["meta"].get("combined_stats"):
+            saved_stats = CombinedStats.from_json(loaded["meta"]["combined_stats"])
+        long, combined_stats = with_combined(long, all_measures, saved_stats)
         ok_ids = [c for c in ids if c not in got.failed]
         if not ok_ids:
             raise InputError(f"{src}: no case could be read")
@@ -272,6 +275,7 @@ def score(
                             fmeta = p.model_meta
                         meta = {"format": "uqseg-quality/1", "framework": "features", "method": m, "measure": meas,
                                 "target": target, **fmeta,
+                                "combined_stats": combined_stats.to_json() if combined_stats else None,
                                 "train_cases": [c for c, ok in zip(ok_ids, batch.labelled, strict=True) if ok]}
                         path = model_path_for(save_model, n_configs, m, meas, fw)
                         save_quality_model(path, meta, arrays=arrays)

@@ -18,17 +18,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from uqseg_cli.aggregate import REGIONS, VOLUME_REGIONS, add_combined, feature_matrix
+from uqseg_cli.aggregate import REGIONS, VOLUME_REGIONS, CombinedStats, add_combined, feature_matrix
 from uqseg_cli.metrics.regression import regression_summary
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import (
-    FEATURE_MODELS,
     fit_baseline,
     fit_feature_model,
     predict_baseline,
     predict_feature_model,
 )
-from uqseg_cli.quality.inputs import FRAMEWORKS_CNN, channel_names, raw_inputs, standardize
+from uqseg_cli.quality.inputs import channel_names, raw_inputs, standardize
 from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn
 from uqseg_cli.rng import case_seed
 
@@ -65,12 +64,21 @@ def feature_names(measure: str, measures: Sequence[str], for_baseline: bool) -> 
     return names
 
 
-def with_combined(long: pd.DataFrame, measures: Sequence[str]) -> pd.DataFrame:
-    """The long table plus the label-free equal-weight combined score of the foreground means."""
+def with_combined(
+    long: pd.DataFrame, measures: Sequence[str], stats: CombinedStats | None = None
+) -> tuple[pd.DataFrame, CombinedStats | None]:
+    """The long table plus the label-free equal-weight combined score of the foreground means.
+
+    With ``stats`` (saved in a features model), existing combined rows are replaced by the score on that scale;
+    without, rows already present (e.g. from a ``--features`` table) are kept as they are and ``None`` returned.
+    """
+    if stats is not None:
+        base = long[long["measure"] != COMBINED]
+        region = stats.features[0].split("/", 1)[1] if stats.features else "foreground"
+        return add_combined(base, stats.features, region, stats=stats)
     if (long["measure"] == COMBINED).any():
-        return long
-    out, _ = add_combined(long, [f"{m}/foreground" for m in measures], "foreground")
-    return out
+        return long, None
+    return add_combined(long, [f"{m}/foreground" for m in measures], "foreground")
 
 
 def fold_seed(seed: int, fold: int | str, tag: str) -> int:
@@ -287,8 +295,6 @@ def make_folds(batch: Batch, cv: int, seed: int) -> np.ndarray | None:
 __all__ = [
     "Batch",
     "COMBINED",
-    "FEATURE_MODELS",
-    "FRAMEWORKS_CNN",
     "Prediction",
     "cnn_meta",
     "feature_names",
