@@ -185,12 +185,24 @@ def make_preprocessing(cases: Sequence[Case], opts: TrainOptions, model: SegMode
     std = np.sqrt(np.maximum(sq / n - mean**2, 1e-8))
     if model.dims == 3:
         size = list(opts.input_size or [128, 128, 128])
+        if not 0 <= opts.halo < min(size) / 2:
+            raise UqsegError(
+                f"--halo {opts.halo} leaves no core in a {'x'.join(map(str, size))} tile; "
+                f"need 0 <= halo < {min(size) / 2:g}"
+            )
     else:
         size = list(opts.input_size or default_input_size_2d([c.image.shape for c in cases], model, opts.max_side))
     model.check_input((1, channels, *(model.valid_input_size(size) if model.dims == 3 else size)))
     return Preprocessing(
-        modality, channels, [int(v) for v in size], opts.resize, scale, window,
-        [float(v) for v in mean], [float(max(v, 1e-3)) for v in std], int(opts.halo),
+        modality,
+        channels,
+        [int(v) for v in size],
+        opts.resize,
+        scale,
+        window,
+        [float(v) for v in mean],
+        [float(max(v, 1e-3)) for v in std],
+        int(opts.halo),
     )
 
 
@@ -348,15 +360,17 @@ def train_member(
     kw = dict(opts.model_kwargs)
     if opts.arch == "swin-unet" and opts.input_size and "img_size" not in kw:
         kw["img_size"] = list(opts.input_size)
-    probe = create_model(opts.arch, channels, num_classes, opts.dropout, pretrained=False,
-                         dropout_at=opts.dropout_at, **kw)
+    probe = create_model(
+        opts.arch, channels, num_classes, opts.dropout, pretrained=False, dropout_at=opts.dropout_at, **kw
+    )
     if prep is None:
         prep = make_preprocessing(train_cases, opts, probe, channels)
     if opts.arch == "swin-unet" and "img_size" not in kw:
         kw["img_size"] = prep.input_size
     torch.manual_seed(seed)
-    model = create_model(opts.arch, channels, num_classes, opts.dropout, pretrained=opts.pretrained,
-                         dropout_at=opts.dropout_at, **kw).to(device)
+    model = create_model(
+        opts.arch, channels, num_classes, opts.dropout, pretrained=opts.pretrained, dropout_at=opts.dropout_at, **kw
+    ).to(device)
     pad = pad_values(prep)
     mean_t, std_t = torch.tensor(prep.mean), torch.tensor(prep.std)
     photo = prep.modality == "photo"
@@ -454,8 +468,11 @@ def plan_members(
     Ensembles (``members`` K): the same train/validation split for all, different seeds. Folds (``folds`` K):
     member k leaves fold k out completely; its validation part is drawn from the remaining cases."""
     if opts.folds:
-        usable, _ = split_train_val(cases, 0.0, opts.seed) if not any(c.meta.get("split") for c in cases) else (
-            [c for c in cases if str(c.meta.get("split", "")).lower() not in VAL_SPLITS | {"test"}], [])
+        usable, _ = (
+            split_train_val(cases, 0.0, opts.seed)
+            if not any(c.meta.get("split") for c in cases)
+            else ([c for c in cases if str(c.meta.get("split", "")).lower() not in VAL_SPLITS | {"test"}], [])
+        )
         folds = assign_folds([c.id for c in usable], opts.folds, opts.seed)
         plan = []
         for k, held in enumerate(folds):
@@ -484,9 +501,11 @@ def train_members(
     """Train every member of `plan_members` in turn (yielding each as soon as it is done). All members share
     one preprocessing, computed from the intensities of every case that any member trains on."""
     dims, channels, num_classes = check_training_cases(cases)
-    default = ["background", "foreground"] if num_classes == 2 else ["background"] + [
-        f"class{k}" for k in range(1, num_classes)
-    ]
+    default = (
+        ["background", "foreground"]
+        if num_classes == 2
+        else ["background"] + [f"class{k}" for k in range(1, num_classes)]
+    )
     names = list(opts.class_names or default)
     if len(names) != num_classes:
         raise UqsegError(
@@ -501,5 +520,6 @@ def train_members(
     prep = make_preprocessing([seen[k] for k in sorted(seen)], opts, probe, channels)
     fingerprint = data_fingerprint(cases)
     for member, fold, tr, va, held in plan:
-        yield train_member(tr, va, opts, member, device, num_classes, channels, names, fold, held, fingerprint,
-                           on_epoch, prep)
+        yield train_member(
+            tr, va, opts, member, device, num_classes, channels, names, fold, held, fingerprint, on_epoch, prep
+        )

@@ -163,8 +163,14 @@ def test_tiny_unet_overfits_synthetic_disks(tmp_path):
     torch.set_num_threads(2)
     cases = disks(6)
     opts = TrainOptions(
-        arch="unet-small", epochs=25, batch_size=3, lr=1e-2, model_kwargs=TINY, val_fraction=0.0,
-        input_size=[32, 32], augment=AugmentConfig(enabled=False),
+        arch="unet-small",
+        epochs=25,
+        batch_size=3,
+        lr=1e-2,
+        model_kwargs=TINY,
+        val_fraction=0.0,
+        input_size=[32, 32],
+        augment=AugmentConfig(enabled=False),
     )
     res = train_member(cases, [], opts, 0, torch.device("cpu"), 2, 3, ["bg", "disk"])
     p = Predictor(res.model, res.meta)
@@ -208,8 +214,16 @@ def test_volume_slices_and_3d_patches_train():
     opts2d = TrainOptions(arch="unet-small", epochs=1, batch_size=4, model_kwargs=TINY, val_fraction=0)
     r2 = train_member([case], [], opts2d, 0, torch.device("cpu"), 3, 1, ["bg", "a", "b"])
     assert r2.meta.preprocessing.modality == "ct" and r2.meta.preprocessing.input_size == [24, 24]
-    opts3d = TrainOptions(arch="unet3d-small", epochs=1, batch_size=2, patch_size=[16, 16, 16], patches_per_volume=2,
-                          input_size=[16, 16, 16], halo=2, model_kwargs={"channels": [4, 8]})
+    opts3d = TrainOptions(
+        arch="unet3d-small",
+        epochs=1,
+        batch_size=2,
+        patch_size=[16, 16, 16],
+        patches_per_volume=2,
+        input_size=[16, 16, 16],
+        halo=2,
+        model_kwargs={"channels": [4, 8]},
+    )
     r3 = train_member([case], [case], opts3d, 0, torch.device("cpu"), 3, 1, ["bg", "a", "b"])
     assert r3.meta.val_dice is not None and 0 <= r3.meta.val_dice <= 1
     prob = Predictor(r3.model, r3.meta).predict_proba(vol)

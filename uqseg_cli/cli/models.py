@@ -26,16 +26,25 @@ def models(json_out: JsonOut = False) -> None:
         with torch.device("meta"):
             m = create_model(info.name)
         dropout = f"{m.init_args['dropout']} at {m.dropout_at}"
-        rows.append({"name": info.name, "dims": info.dims, "parameters": m.num_parameters(),
-                     "input": m.input_rule, "dropout": dropout, "description": info.description})
+        rows.append(
+            {
+                "name": info.name,
+                "dims": info.dims,
+                "parameters": m.num_parameters(),
+                "input": m.input_rule,
+                "dropout": dropout,
+                "description": info.description,
+            }
+        )
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     w = max(len(r["name"]) for r in rows)
     typer.echo(f"{'name':<{w}}  dims  params   input sizes                   description")
     for r in rows:
-        typer.echo(f"{r['name']:<{w}}  {r['dims']}D    {r['parameters'] / 1e6:5.2f} M  {r['input']:<28}  "
-                   f"{r['description']}")
+        typer.echo(
+            f"{r['name']:<{w}}  {r['dims']}D    {r['parameters'] / 1e6:5.2f} M  {r['input']:<28}  {r['description']}"
+        )
 
 
 def register(app: typer.Typer) -> None:

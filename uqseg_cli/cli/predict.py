@@ -16,8 +16,11 @@ from uqseg_cli.progress import log
 def predict(
     input: Annotated[
         Path,
-        typer.Option("-i", "--input", help="Images or volumes: a file, a folder, a folder of case folders or a CSV "
-                     "manifest. e.g. -i ph2/images"),
+        typer.Option(
+            "-i",
+            "--input",
+            help="Images or volumes: a file, a folder, a folder of case folders or a CSV manifest. e.g. -i ph2/images",
+        ),
     ],
     checkpoint: Annotated[
         Path, typer.Option("-m", "--model", help="Checkpoint from `uqseg train`. e.g. -m seg.pt")
@@ -27,21 +30,33 @@ def predict(
     ),
     masks: Annotated[
         Path | None,
-        typer.Option("--masks", help="Reference masks by case id (a folder, or a file name inside each case "
-                     "folder); stored as `reference`. e.g. --masks ph2/masks"),
+        typer.Option(
+            "--masks",
+            help="Reference masks by case id (a folder, or a file name inside each case "
+            "folder); stored as `reference`. e.g. --masks ph2/masks",
+        ),
     ] = None,
     raters: Annotated[
         list[str] | None,
-        typer.Option("--raters", help="Rater masks (folders or file names inside case folders), repeatable or "
-                     "comma list; stored as `raters` (R, ...). e.g. --raters task01_seg01.nii.gz,task01_seg02.nii.gz"),
+        typer.Option(
+            "--raters",
+            help="Rater masks (folders or file names inside case folders), repeatable or "
+            "comma list; stored as `raters` (R, ...). e.g. --raters task01_seg01.nii.gz,task01_seg02.nii.gz",
+        ),
     ] = None,
     prob_dtype: Annotated[
-        str, typer.Option("--prob-dtype", help="Storage type of the probabilities: float16 or float32. "
-                          "e.g. --prob-dtype float32")
+        str,
+        typer.Option(
+            "--prob-dtype", help="Storage type of the probabilities: float16 or float32. e.g. --prob-dtype float32"
+        ),
     ] = "float16",
     out_of_fold: Annotated[
-        bool, typer.Option("--oof/--no-oof", help="With a `train --folds` checkpoint: predict each training case "
-                           "with the member that never saw it (default on).")
+        bool,
+        typer.Option(
+            "--oof/--no-oof",
+            help="With a `train --folds` checkpoint: predict each training case "
+            "with the member that never saw it (default on).",
+        ),
     ] = True,
     device: Device = "auto",
     batch_size: BatchSize = 8,
@@ -124,8 +139,17 @@ def predict(
         group.attrs["train_case"] = bool(case_id in set(pred.ckpt.train_case_ids))
         group.attrs["member"] = int(k)
 
-    run = StageRun(stage="predict", out=output, config=config, case_ids=sorted(specs), parent=None,
-                   num_parts=n_parts, part_id=p_id, overwrite=overwrite, quiet=quiet)
+    run = StageRun(
+        stage="predict",
+        out=output,
+        config=config,
+        case_ids=sorted(specs),
+        parent=None,
+        num_parts=n_parts,
+        part_id=p_id,
+        overwrite=overwrite,
+        quiet=quiet,
+    )
     log(f"predicting {len(specs)} case(s) with {meta0.arch} ({checkpoint}) on {dev}", quiet)
     result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)

@@ -45,77 +45,129 @@ def parse_window(text: str | None) -> list[float] | None:
 def train(
     input: Annotated[
         Path,
-        typer.Option("-i", "--input", help="Images or volumes: a file, a folder or a CSV manifest "
-                     "(case,image,mask[,split]). e.g. -i data/images"),
+        typer.Option(
+            "-i",
+            "--input",
+            help="Images or volumes: a file, a folder or a CSV manifest (case,image,mask[,split]). e.g. -i data/images",
+        ),
     ],
     masks: Annotated[
         Path | None,
-        typer.Option("--masks", help="Reference masks matched by case id (a folder; or a file name inside each "
-                     "case folder). e.g. --masks data/masks"),
+        typer.Option(
+            "--masks",
+            help="Reference masks matched by case id (a folder; or a file name inside each "
+            "case folder). e.g. --masks data/masks",
+        ),
     ] = None,
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="Checkpoint to write; members k>0 go to <stem>.member<k>.pt. "
-                           "e.g. -o seg.pt")
+        Path,
+        typer.Option(
+            "-o", "--output", help="Checkpoint to write; members k>0 go to <stem>.member<k>.pt. e.g. -o seg.pt"
+        ),
     ] = Path("seg.pt"),
     model: Annotated[
         str, typer.Option("-m", "--model", help="Architecture (see `uqseg models`). e.g. -m unet-small")
     ] = "fpn-resnet18",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs. e.g. --epochs 25")] = 25,
     batch_size: BatchSize = 8,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate (cosine schedule, 5% "
-                                      "warm-up). e.g. --lr 1e-3")] = 1e-3,
+    lr: Annotated[
+        float,
+        typer.Option("--lr", min=0.0, help="Peak AdamW learning rate (cosine schedule, 5% warm-up). e.g. --lr 1e-3"),
+    ] = 1e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0, help="AdamW weight decay.")] = 1e-4,
-    dropout: Annotated[float, typer.Option("--dropout", min=0.0, max=0.99, help="Spatial dropout rate in the "
-                                           "decoder. e.g. --dropout 0.2")] = 0.2,
-    dropout_at: Annotated[str, typer.Option("--dropout-at", help="head: one dropout before the segmentation "
-                                            "head (MC dropout re-runs only the head); decoder: in every decoder "
-                                            "block too. e.g. --dropout-at decoder")] = "head",
+    dropout: Annotated[
+        float,
+        typer.Option("--dropout", min=0.0, max=0.99, help="Spatial dropout rate in the decoder. e.g. --dropout 0.2"),
+    ] = 0.2,
+    dropout_at: Annotated[
+        str,
+        typer.Option(
+            "--dropout-at",
+            help="head: one dropout before the segmentation "
+            "head (MC dropout re-runs only the head); decoder: in every decoder "
+            "block too. e.g. --dropout-at decoder",
+        ),
+    ] = "head",
     input_size: Annotated[
         str | None,
-        typer.Option("--input-size", help="2D model grid HxW (default: median image size, longest side --max-side, "
-                     "rounded to the model's multiple); 3D model: inference tile DxHxW (default 128). "
-                     "e.g. --input-size 192x256"),
+        typer.Option(
+            "--input-size",
+            help="2D model grid HxW (default: median image size, longest side --max-side, "
+            "rounded to the model's multiple); 3D model: inference tile DxHxW (default 128). "
+            "e.g. --input-size 192x256",
+        ),
     ] = None,
     max_side: Annotated[int, typer.Option("--max-side", min=16, help="Longest side of the default 2D grid.")] = 256,
-    resize: Annotated[str, typer.Option("--resize", help="stretch (resize to the grid) or letterbox (keep the "
-                                        "aspect ratio, pad). e.g. --resize letterbox")] = "stretch",
-    modality: Annotated[str, typer.Option("--modality", help="auto, photo or ct (auto: NIfTI or float images "
-                                          "are CT).")] = "auto",
+    resize: Annotated[
+        str,
+        typer.Option(
+            "--resize",
+            help="stretch (resize to the grid) or letterbox (keep the aspect ratio, pad). e.g. --resize letterbox",
+        ),
+    ] = "stretch",
+    modality: Annotated[
+        str, typer.Option("--modality", help="auto, photo or ct (auto: NIfTI or float images are CT).")
+    ] = "auto",
     ct_window: Annotated[
-        str | None, typer.Option("--ct-window", help="CT intensity window LO,HI in HU (default -200,300). "
-                                 "e.g. --ct-window=-100,250")
+        str | None,
+        typer.Option(
+            "--ct-window", help="CT intensity window LO,HI in HU (default -200,300). e.g. --ct-window=-100,250"
+        ),
     ] = None,
     patch_size: Annotated[
         str, typer.Option("--patch-size", help="3D model: training patch DxHxW. e.g. --patch-size 64x64x64")
     ] = "64x64x64",
-    patches_per_volume: Annotated[int, typer.Option("--patches-per-volume", min=1, help="3D model: patches "
-                                                    "per volume and epoch.")] = 8,
+    patches_per_volume: Annotated[
+        int, typer.Option("--patches-per-volume", min=1, help="3D model: patches per volume and epoch.")
+    ] = 8,
+    halo: Annotated[
+        int,
+        typer.Option(
+            "--halo",
+            min=0,
+            help="3D model: context voxels on each side of an inference tile (less than half the tile). e.g. --halo 16",
+        ),
+    ] = 16,
     val_fraction: Annotated[
-        float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Random validation part (ignored when the "
-                            "manifest has a split column; 0 = keep the last epoch). e.g. --val-fraction 0.2")
+        float,
+        typer.Option(
+            "--val-fraction",
+            min=0.0,
+            max=0.9,
+            help="Random validation part (ignored when the "
+            "manifest has a split column; 0 = keep the last epoch). e.g. --val-fraction 0.2",
+        ),
     ] = 0.2,
-    members: Annotated[int, typer.Option("--members", min=1, help="Train K ensemble members with different "
-                                         "seeds. e.g. --members 5")] = 1,
+    members: Annotated[
+        int, typer.Option("--members", min=1, help="Train K ensemble members with different seeds. e.g. --members 5")
+    ] = 1,
     folds: Annotated[
-        int | None, typer.Option("--folds", min=2, help="Train K members each without one fold (honest "
-                                 "out-of-fold predictions for quality targets). e.g. --folds 5")
+        int | None,
+        typer.Option(
+            "--folds",
+            min=2,
+            help="Train K members each without one fold (honest "
+            "out-of-fold predictions for quality targets). e.g. --folds 5",
+        ),
     ] = None,
     class_names: Annotated[
-        str | None, typer.Option("--class-names", help="Comma list, background first. e.g. "
-                                 "--class-names background,lesion")
+        str | None,
+        typer.Option("--class-names", help="Comma list, background first. e.g. --class-names background,lesion"),
     ] = None,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, scaling, "
-                                          "colour/intensity jitter.")] = True,
-    pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm hub weights (needs network "
-                                             "access).")] = False,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="Flips, rotations, scaling, colour/intensity jitter.")
+    ] = True,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="Start from timm hub weights (needs network access).")
+    ] = False,
     log_file: Annotated[
-        Path | None, typer.Option("--log", help="Epoch log CSV (default <output stem>.log.csv). e.g. --log "
-                                  "train.csv")
+        Path | None, typer.Option("--log", help="Epoch log CSV (default <output stem>.log.csv). e.g. --log train.csv")
     ] = None,
     device: Device = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (ignored on the CPU).")] = True,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads for torch (0 = torch default). "
-                                         "e.g. --threads 2")] = 0,
+    threads: Annotated[
+        int, typer.Option("--threads", min=0, help="CPU threads for torch (0 = torch default). e.g. --threads 2")
+    ] = 0,
     seed: Seed = 0,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -173,13 +225,28 @@ def train(
     if not cases:
         raise InputError(f"{input}: no readable case")
     opts = TrainOptions(
-        arch=model, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, dropout=dropout,
-        dropout_at=dropout_at, pretrained=pretrained,
+        arch=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        dropout=dropout,
+        dropout_at=dropout_at,
+        pretrained=pretrained,
         input_size=parse_size(input_size, info.dims if info.dims == 3 else 2, "--input-size"),
-        max_side=max_side, resize=resize, modality=modality, ct_window=parse_window(ct_window),
-        patch_size=parse_size(patch_size, 3, "--patch-size"), patches_per_volume=patches_per_volume,
-        val_fraction=val_fraction, seed=seed, members=members, folds=folds,
-        augment=AugmentConfig(enabled=augment), amp=amp,
+        max_side=max_side,
+        resize=resize,
+        modality=modality,
+        ct_window=parse_window(ct_window),
+        patch_size=parse_size(patch_size, 3, "--patch-size"),
+        patches_per_volume=patches_per_volume,
+        halo=halo,
+        val_fraction=val_fraction,
+        seed=seed,
+        members=members,
+        folds=folds,
+        augment=AugmentConfig(enabled=augment),
+        amp=amp,
         class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
     )
     log(f"training {model} on {len(cases)} case(s), {n_members} member(s), {epochs} epoch(s), device {dev}", quiet)
@@ -189,16 +256,28 @@ def train(
         rows.append(vars(r).copy())
         write_table(pd.DataFrame(rows), log_path)
         vd = "-" if r.val_dice is None else f"{r.val_dice:.4f}"
-        log(f"member {r.member} epoch {r.epoch}/{epochs}: loss {r.train_loss:.4f}, val Dice {vd}, "
-            f"{r.seconds:.1f} s{' *' if r.best else ''}", quiet)
+        log(
+            f"member {r.member} epoch {r.epoch}/{epochs}: loss {r.train_loss:.4f}, val Dice {vd}, "
+            f"{r.seconds:.1f} s{' *' if r.best else ''}",
+            quiet,
+        )
 
     summary = []
     for trained in train_members(cases, opts, dev, on_epoch):
         path = save_checkpoint(outs[trained.meta.member], trained.model, trained.meta)
         m = trained.meta
-        summary.append({"member": m.member, "fold": m.fold, "checkpoint": str(path), "best_epoch": m.best_epoch,
-                        "val_dice": m.val_dice, "train_cases": len(m.train_case_ids),
-                        "val_cases": len(m.val_case_ids), "input_size": m.preprocessing.input_size})
+        summary.append(
+            {
+                "member": m.member,
+                "fold": m.fold,
+                "checkpoint": str(path),
+                "best_epoch": m.best_epoch,
+                "val_dice": m.val_dice,
+                "train_cases": len(m.train_case_ids),
+                "val_cases": len(m.val_case_ids),
+                "input_size": m.preprocessing.input_size,
+            }
+        )
         vd = "n/a (no validation cases)" if m.val_dice is None else f"{m.val_dice:.4f}"
         log(f"member {m.member}: best epoch {m.best_epoch}, val Dice {vd} -> {path}", quiet)
     log(f"epoch log: {log_path}", quiet)
