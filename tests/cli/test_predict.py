@@ -138,7 +138,7 @@ def test_resume_after_sigkill(tmp_path):
     if killed:  # the kill left a journal, never a file that looks complete
         assert not out.exists() and partial.is_dir()
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
-    assert subprocess.run([*base, "-o", str(tmp_path / "clean.h5")], env=env, capture_output=True).returncode == 0
+    assert run_cli("predict", "-i", images, "-m", ck, "-o", tmp_path / "clean.h5", "--threads", "1", "-q") == 0
     a, b = _probs(out), _probs(tmp_path / "clean.h5")
     assert len(a) == 12 and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
