@@ -26,6 +26,7 @@ STAGES: list[str] = [
     "evaluate",
     "merge",
     "info",
+    "demo",
 ]
 
 # One-line descriptions for `uqseg --help` and shell completion, so that listing the stages imports nothing heavy

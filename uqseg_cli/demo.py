@@ -1,0 +1,307 @@
+"""`uqseg demo`: the whole pipeline on built-in synthetic data, through the real stage commands.
+
+Steps (each one the same command a user would type, run in-process):
+train (2 ensemble members) → predict (with reference and three raters) → sample (MC dropout, ensemble, TTA) →
+uncertainty → aggregate (+ correlation report) → score (feature regressors, 5-fold cross-fitting; CNN framework
+on one method/measure) → evaluate (CURVAS protocol against the raters) → explain (Grad-CAM, UMAP, report.html).
+The segmenter is trained on one part of the cases and everything downstream runs on the cases it never saw.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from uqseg_cli.demo_data import write_demo_dataset
+from uqseg_cli.errors import UqsegError
+from uqseg_cli.progress import log
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Size of the demo run. ``quick`` is for tests and smoke checks (seconds, not minutes)."""
+
+    cases: int = 48
+    train_cases: int = 20
+    height: int = 64
+    width: int = 96
+    epochs: int = 25
+    samples: int = 8
+    cnn_epochs: int = 15
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        return cls(cases=16, train_cases=6, epochs=2, samples=3, cnn_epochs=2)
+
+
+def write_manifests(data: Path, train_cases: int) -> tuple[Path, Path]:
+    """``train.csv`` (case, image, mask) and ``test.csv`` (+ three raters) over the generated folders."""
+    ids = sorted(p.name[: -len(".png")] for p in (data / "images").glob("*.png"))
+    if len(ids) <= train_cases + 3:
+        raise UqsegError(f"demo: need more than {train_cases + 3} cases, got {len(ids)}")
+    train, test = data / "train.csv", data / "test.csv"
+    with train.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case", "image", "mask"])
+        for c in ids[:train_cases]:
+            w.writerow([c, f"images/{c}.png", f"masks/{c}.png"])
+    with test.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case", "image", "mask", "rater1", "rater2", "rater3"])
+        for c in ids[train_cases:]:
+            w.writerow([c, f"images/{c}.png", f"masks/{c}.png", *(f"rater{k}/{c}.png" for k in (1, 2, 3))])
+    return train, test
+
+
+def pipeline_steps(out: Path, cfg: DemoConfig, device: str, quiet: bool) -> list[tuple[str, list[str]]]:
+    """The stage commands of the demo, as (title, argv) pairs."""
+    o = lambda name: str(out / name)  # noqa: E731
+    q = ["-q"] if quiet else []
+    dev = ["--device", device]
+    return [
+        (
+            "train the segmenter (unet-small, 2 ensemble members)",
+            [
+                "train",
+                "-i",
+                o("data/train.csv"),
+                "-m",
+                "unet-small",
+                "-o",
+                o("seg.pt"),
+                "--members",
+                "2",
+                "--epochs",
+                str(cfg.epochs),
+                "--input-size",
+                f"{cfg.height}x{cfg.width}",
+                "--lr",
+                "3e-3",
+                "--val-fraction",
+                "0.2",
+                "--seed",
+                str(cfg.seed),
+                *dev,
+                *q,
+            ],
+        ),
+        (
+            "predict the unseen cases (with reference and 3 raters)",
+            ["predict", "-i", o("data/test.csv"), "-m", o("seg.pt"), "-o", o("predict.h5"), *dev, *q],
+        ),
+        (
+            "sample: MC dropout, deep ensemble, test-time augmentation",
+            [
+                "sample",
+                "-i",
+                o("predict.h5"),
+                "-m",
+                o("seg.pt"),
+                "--method",
+                "mcdropout,ensemble,tta",
+                "-T",
+                str(cfg.samples),
+                "-o",
+                o("samples.h5"),
+                "--seed",
+                str(cfg.seed),
+                *dev,
+                *q,
+            ],
+        ),
+        ("uncertainty maps", ["uncertainty", "-i", o("samples.h5"), "-o", o("uncertainty.h5"), *q]),
+        (
+            "aggregate per-case scores (+ correlation with Dice, IoU, HD95)",
+            ["aggregate", "-i", o("uncertainty.h5"), "-o", o("features.csv"), "--correlate", o("correlations.csv"), *q],
+        ),
+        (
+            "score: feature regressors, 5-fold cross-fitted",
+            [
+                "score",
+                "-i",
+                o("uncertainty.h5"),
+                "--framework",
+                "features",
+                "--features",
+                o("features.csv"),
+                "--cv",
+                "5",
+                "-o",
+                o("scores.csv"),
+                "--save-model",
+                o("quality-features.pt"),
+                "--seed",
+                str(cfg.seed),
+                *q,
+            ],
+        ),
+        (
+            "score: CNN on segmentation + TTA entropy, 3-fold cross-fitted",
+            [
+                "score",
+                "-i",
+                o("uncertainty.h5"),
+                "--framework",
+                "seg-unc",
+                "--method",
+                "tta",
+                "--measure",
+                "entropy",
+                "--cv",
+                "3",
+                "--epochs",
+                str(cfg.cnn_epochs),
+                "--input-size",
+                "64",
+                "-o",
+                o("scores_cnn.csv"),
+                "--save-model",
+                o("quality.pt"),
+                "--seed",
+                str(cfg.seed),
+                *dev,
+                *q,
+            ],
+        ),
+        (
+            "evaluate against the three raters (CURVAS protocol)",
+            ["evaluate", "-i", o("samples.h5"), "-o", o("metrics.csv"), "--crps", "gaussian,curvas,ensemble", *q],
+        ),
+        (
+            "explain: Grad-CAM, UMAP, plots, report.html",
+            [
+                "explain",
+                "-i",
+                o("scores_cnn.csv"),
+                "--h5",
+                o("uncertainty.h5"),
+                "--model",
+                o("quality.pt"),
+                "--features",
+                o("features.csv"),
+                "--bins",
+                o("metrics.bins.csv"),
+                "--worst",
+                "4",
+                "-o",
+                o("explain"),
+                "--seed",
+                str(cfg.seed),
+                *dev,
+                *q,
+            ],
+        ),
+    ]
+
+
+def run_demo(out: Path, cfg: DemoConfig, device: str = "auto", quiet: bool = False) -> dict:
+    """Generate the data and run every stage into ``out``; returns a summary dict (see ``summarise``)."""
+    import typer.main
+
+    from uqseg_cli.cli.app import app
+
+    cmd = typer.main.get_command(app)
+    t_start = time.perf_counter()
+    write_demo_dataset(out / "data", n=cfg.cases, seed=cfg.seed, h=cfg.height, w=cfg.width)
+    write_manifests(out / "data", cfg.train_cases)
+    log(
+        f"demo: {cfg.cases} synthetic lesion photos ({cfg.height}x{cfg.width}) in {out / 'data'}; "
+        f"{cfg.train_cases} train the segmenter, {cfg.cases - cfg.train_cases} are evaluated",
+        quiet,
+    )
+    timings = {}
+    steps = pipeline_steps(out, cfg, device, quiet)
+    for i, (title, argv) in enumerate(steps, 1):
+        log(f"demo step {i}/{len(steps)}: {title}\n    $ uqseg {' '.join(argv)}", quiet)
+        t0 = time.perf_counter()
+        rc = cmd.main(argv, prog_name="uqseg", standalone_mode=False)
+        timings[argv[0] if argv[0] != "score" else f"score:{argv[4]}"] = round(time.perf_counter() - t0, 2)
+        if isinstance(rc, int) and rc != 0:
+            raise UqsegError(f"demo: step 'uqseg {argv[0]}' exited with {rc}")
+    summary = summarise(out)
+    summary["seconds"] = {**timings, "total": round(time.perf_counter() - t_start, 2)}
+    return summary
+
+
+def summarise(out: Path) -> dict:
+    """The headline numbers of a demo folder: segmentation Dice, quality prediction, calibration, volumes."""
+    import pandas as pd
+
+    scores = pd.read_csv(out / "scores.csv")
+    true = scores.drop_duplicates("case")["true_dice"]
+    qual = pd.concat([pd.read_csv(out / "scores.summary.csv"), pd.read_csv(out / "scores_cnn.summary.csv")])
+    metrics = pd.read_csv(out / "metrics.summary.csv")
+
+    def metric(method: str, cls: str, name: str) -> float:
+        row = metrics[(metrics["method"] == method) & (metrics["class"] == cls) & (metrics["metric"] == name)]
+        if row.empty:
+            return float("nan")
+        pooled = row["pooled"].iloc[0] if "pooled" in row else float("nan")
+        return float(pooled if pd.notna(pooled) else row["mean"].iloc[0])
+
+    methods = sorted(metrics["method"].unique())
+    return {
+        "folder": str(out),
+        "cases": int(len(true)),
+        "segmentation_dice": {"mean": float(true.mean()), "min": float(true.min()), "max": float(true.max())},
+        "quality": [
+            {
+                k: (float(r[k]) if k in ("r2", "pearson", "mae") else str(r[k]))
+                for k in ("method", "measure", "framework", "r2", "pearson", "mae", "detail")
+            }
+            for _, r in qual.iterrows()
+        ],
+        "calibration": {
+            m: {
+                "ece": metric(m, "all", "ece"),
+                "dice_consensus": metric(m, "foreground", "dice_consensus"),
+                "dissensus_fraction": metric(m, "foreground", "dissensus_fraction"),
+                "crps_gaussian_ml": metric(m, "foreground", "crps_gaussian_ml"),
+            }
+            for m in methods
+        },
+        "report": str(out / "explain" / "report.html"),
+    }
+
+
+def print_summary(s: dict) -> None:
+    """A readable summary on stdout (rich table)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import shutil
+
+    con = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 110))
+    d = s["segmentation_dice"]
+    con.print(f"[bold]uqseg demo[/bold] — {s['cases']} unseen cases in {s['folder']}")
+    con.print(f"segmentation Dice vs reference: mean {d['mean']:.3f} (min {d['min']:.3f}, max {d['max']:.3f})")
+    t = Table(title="Quality prediction without ground truth (out-of-fold)")
+    for col in ("method", "measure", "framework", "R²", "Pearson", "MAE", "detail"):
+        t.add_column(col)
+    for r in s["quality"]:
+        t.add_row(
+            r["method"],
+            r["measure"],
+            r["framework"],
+            f"{r['r2']:.3f}",
+            f"{r['pearson']:.3f}",
+            f"{r['mae']:.3f}",
+            r["detail"],
+        )
+    con.print(t)
+    t = Table(title="Against three raters (CURVAS protocol)")
+    for col in ("method", "ECE", "Dice (consensus)", "dissensus fraction", "volume CRPS (ml)"):
+        t.add_column(col)
+    for m, v in s["calibration"].items():
+        t.add_row(
+            m,
+            f"{v['ece']:.3f}",
+            f"{v['dice_consensus']:.3f}",
+            f"{v['dissensus_fraction']:.3f}",
+            f"{v['crps_gaussian_ml']:.3f}",
+        )
+    con.print(t)
+    con.print(f"report: {s['report']}   (total {s['seconds']['total']:.0f} s)")
