@@ -125,7 +125,7 @@ def kernels() -> None:
 
 
 def uqseg(args: list[str], cwd: Path, log: list) -> float:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "uqseg_cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t
@@ -162,7 +162,8 @@ def ph2(a: argparse.Namespace) -> None:
     step = a.steps.split(",")
     if "train" in step:
         uqseg(["train", "-i", "train.csv", "-o", "seg.pt", "--model", a.seg_model, "--epochs", str(a.epochs),
-               "--size", a.seg_size, "--device", "cpu", "--overwrite", *a.train_args.split()], work, log)
+               "--input-size", a.seg_size, "--device", "cpu", "--threads", str(a.threads), "--overwrite", "-q",
+               *a.train_args.split()], work, log)
     if "predict" in step:
         uqseg(["predict", "-i", "rest.csv", "-m", "seg.pt", "--overwrite", "--device", "cpu"], work, log)
     if "sample" in step:
@@ -176,10 +177,13 @@ def ph2(a: argparse.Namespace) -> None:
                "--save-model", "q_features.pt", *common], work, log)
         cnn = ["--backbone", a.backbone, "--input-size", a.input_size, "--epochs", str(a.q_epochs),
                "--patience", str(a.q_patience)]
-        for meas in a.cnn_measures.split(","):
-            uqseg(["score", "--framework", "seg-unc,img-seg-unc", "--measure", meas, "-o", f"scores_cnn_{meas}.csv",
-                   "--save-model", f"q_cnn_{meas}.pt", *cnn, *common], work, log)
-    (work / "commands.json").write_text(json.dumps(log, indent=2))
+        for m in a.methods.split(","):
+            for meas in a.cnn_measures.split(","):
+                uqseg(["score", "--method", m, "--framework", "seg-unc,img-seg-unc", "--measure", meas,
+                       "-o", f"scores_cnn_{m}_{meas}.csv", "--save-model", f"q_cnn_{m}_{meas}.pt", *cnn, *common],
+                      work, log)
+    if log:
+        (work / "commands.json").write_text(json.dumps(log, indent=2))
 
     # tables
     summ = [pd.read_csv(p) for p in sorted(work.glob("scores_*.summary.csv"))]
@@ -218,7 +222,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-cases", type=int, default=50)
     ap.add_argument("--seg-model", default="fpn-resnet18")
-    ap.add_argument("--seg-size", default="256x192")
+    ap.add_argument("--seg-size", default="192x256", help="segmenter grid HxW")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--train-args", default="")
     ap.add_argument("--methods", default="tta,mcdropout")
@@ -233,7 +237,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)
     print(f"torch {torch.__version__}, {a.threads} thread(s), machine: 2 CPU cores shared with other jobs")
     if a.part in ("kernels", "all"):
         kernels()
