@@ -347,7 +347,8 @@ def _segmenter_info(sf: StageFile) -> dict:
     except Exception:
         return {}
     cfg = pred.config
-    keep = {k: cfg[k] for k in ("checkpoint", "model", "checkpoint_fingerprint", "class_names") if k in cfg}
+    names = ("checkpoint", "arch", "checkpoint_fingerprint", "class_names", "out_of_fold")
+    keep = {k: cfg[k] for k in names if k in cfg}
     return {"predict_file": str(pred.path), "predict_fingerprint": pred.fingerprint, **keep}
 
 
