@@ -98,14 +98,12 @@ class Prediction:
     arrays: dict | None = None
 
 
-def _splits(batch: Batch, folds: np.ndarray | None, fitted_on_all: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays (labelled, rest) and the split label per case."""
+def _splits(batch: Batch, folds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the labelled cases and the split label of every case: labelled cases are ``oof`` when
+    cross-fitted, else ``train`` (the final model saw them); all others are ``test``."""
     split = np.full(len(batch.case_ids), "test", dtype=object)
     lab = np.flatnonzero(batch.labelled)
-    if folds is not None:
-        split[lab] = "oof"
-    elif fitted_on_all:
-        split[lab] = "train"
+    split[lab] = "oof" if folds is not None else "train"
     return lab, split
 
 
@@ -116,7 +114,7 @@ def predict_features(
     names = feature_names(measure, batch.measures, for_baseline=False)
     x = feature_matrix(batch.long, method, names, batch.case_ids)
     y = batch.target
-    lab, split = _splits(batch, folds, fitted_on_all=True)
+    lab, split = _splits(batch, folds)
     pred = np.full(len(batch.case_ids), np.nan)
     if folds is not None:
 
@@ -222,7 +220,7 @@ def predict_cnn_framework(
 ) -> Prediction:
     """CNN framework: cross-fitted out-of-fold predictions (when ``folds``) and a final model on all labelled."""
     y = batch.target
-    lab, split = _splits(batch, folds, fitted_on_all=True)
+    lab, split = _splits(batch, folds)
     pred = np.full(len(batch.case_ids), np.nan)
     tag = f"{meta['method']}/{meta['measure']}/{meta['framework']}"
     if folds is not None:
