@@ -207,7 +207,22 @@ def ph2(a: argparse.Namespace) -> None:
         c = c[c.metric == "dice"].head(15)
         print("\nstrongest single features vs Dice:")
         print(c.round(3).to_string(index=False))
-    q = work / "scores_features.csv"
+    feats, q = work / "features.csv", work / "scores_features.csv"
+    if feats.exists() and q.exists():
+        from uqseg_cli.metrics.regression import regression_summary
+        from uqseg_cli.quality.crossfit import assign_folds, cross_fit
+        from uqseg_cli.quality.features import fit_baseline, predict_baseline
+
+        f = pd.read_csv(feats)
+        truth = pd.read_csv(q).drop_duplicates("case").set_index("case")["true_dice"].dropna()
+        print("\ncombined score alone (equal-weight z-scores of the foreground means; linear fit, 5-fold OOF):")
+        for m in sorted(f.method.unique()):
+            v = f[(f.method == m) & (f.measure == "combined")].set_index("case")["value"].reindex(truth.index)
+            x, y = v.to_numpy()[:, None], truth.to_numpy()
+            folds = assign_folds(len(y), 5, 0)
+            p = cross_fit(folds, lambda tr, te, k, x=x, y=y: predict_baseline(fit_baseline(x[tr], y[tr]), x[te]))
+            s_ = regression_summary(y, p)
+            print(f"  {m:>10}: n {s_['n']}, R2 {s_['r2']:.3f}, Pearson {s_['pearson']:.3f}, MAE {s_['mae']:.3f}")
     if q.exists():
         d = pd.read_csv(q)
         t = d.drop_duplicates("case")["true_dice"]
