@@ -1,0 +1,60 @@
+"""`uqseg demo --quick`: the whole pipeline through the real commands on built-in data."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from uqseg_cli.explain.report import missing_references
+from uqseg_cli.io.store import StageFile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_quick_runs_every_stage(tmp_path):
+    out = tmp_path / "demo"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    r = subprocess.run(
+        [sys.executable, "-m", "uqseg_cli", "demo", "--quick", "-o", str(out), "--json", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == 10
+    with StageFile(out / "uncertainty.h5", expect_stage="uncertainty") as sf:
+        assert [x.stage for x in sf.lineage()] == ["uncertainty", "sample", "predict"]
+        assert len(sf.case_ids) == 10
+        assert sorted(sf.case(sf.case_ids[0]).keys()) == ["ensemble", "mcdropout", "tta"]
+    # the true Dice in scores.csv is the Dice of predict.h5's segmentation against its reference
+    scores = pd.read_csv(out / "scores.csv")
+    with StageFile(out / "predict.h5") as sf:
+        first = sf.case_ids[0]
+        c = sf.case(first)
+        seg, ref = c.get("segmentation") > 0, c.get("reference") > 0
+        dice = 2 * (seg & ref).sum() / (seg.sum() + ref.sum())
+    got = scores[scores["case"] == first]["true_dice"].iloc[0]
+    assert math.isclose(got, dice, rel_tol=1e-9)
+    assert {q["framework"] for q in summary["quality"]} >= {"features-linear", "baseline", "seg-unc"}
+    for method, v in summary["calibration"].items():
+        assert method in {"ensemble", "mcdropout", "tta"} and 0 <= v["ece"] <= 1
+    report = out / "explain" / "report.html"
+    assert report.exists() and missing_references(report) == []
+    # the second run refuses to overwrite the folder
+    r = subprocess.run(
+        [sys.executable, "-m", "uqseg_cli", "demo", "--quick", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "exists and is not empty" in r.stderr
