@@ -389,13 +389,20 @@ def num_classes_of(view) -> int:
     return max(top + 1, 2)
 
 
-def case_quality(view) -> dict[str, float] | None:
-    """``{"dice", "iou", "hd95"}`` of the case's segmentation against its reference, or None without one."""
-    from uqseg_cli.quality.targets import segmentation_quality
+def case_quality(view, with_hd95: bool = True) -> dict[str, float] | None:
+    """``{"dice", "iou", "hd95"}`` of the case's segmentation against its reference, or None without one.
+
+    ``with_hd95=False`` skips the (for large volumes costly) surface distances and reports ``hd95`` as ``nan``.
+    """
+    from uqseg_cli.quality.targets import overlap_per_class, segmentation_quality
 
     if not view.has("reference"):
         return None
-    return segmentation_quality(view.get("segmentation"), view.get("reference"), num_classes_of(view), view.spacing)
+    seg, ref, k = view.get("segmentation"), view.get("reference"), num_classes_of(view)
+    if with_hd95:
+        return segmentation_quality(seg, ref, k, view.spacing)
+    dice, iou = overlap_per_class(seg, ref, k)
+    return {"dice": float(dice.mean()), "iou": float(iou.mean()), "hd95": math.nan}
 
 
 @dataclass
@@ -417,6 +424,7 @@ def collect_features(
     params: RegionParams = RegionParams(),
     with_quality: bool = True,
     progress=None,
+    with_hd95: bool = True,
 ) -> Collected:
     """Feature rows and quality of ``case_ids`` of an opened ``uncertainty.h5`` (``StageFile``).
 
@@ -431,7 +439,7 @@ def collect_features(
         try:
             view = sf.case(cid)
             case_rows = [(cid, *r) for r in features_from_case(view, methods, measures, params)]
-            q = case_quality(view) if with_quality else None
+            q = case_quality(view, with_hd95) if with_quality else None
             train[cid] = bool(view.attr("train_case", False))
         except Exception as exc:  # one unreadable case must not stop the batch
             msg = str(exc)

@@ -168,7 +168,10 @@ def aggregate(
         need_quality = weights == "learned" or correlate is not None
         prog = Progress(len(ids), "aggregate", quiet=quiet)
         try:
-            got = collect_features(sf, ids, methods, measures, params, with_quality=need_quality, progress=prog)
+            got = collect_features(
+                sf, ids, methods, measures, params, with_quality=need_quality, progress=prog,
+                with_hd95=correlate is not None,
+            )
         finally:
             prog.close()
     for msg in got.failed.values():

@@ -216,7 +216,9 @@ def score(
             raise UqsegError(f"--measure {','.join(bad)}: not in {src} (it has {', '.join(all_measures)}, or combined)")
         prog = Progress(len(ids), "score: reading", quiet=quiet)
         try:
-            got = collect_features(sf, ids, methods, all_measures, RegionParams(), with_quality=True, progress=prog)
+            got = collect_features(
+                sf, ids, methods, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False
+            )
         finally:
             prog.close()
         if features is not None:
