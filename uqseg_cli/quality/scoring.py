@@ -11,6 +11,7 @@ is always cross-fitted on the labelled cases with the same folds.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -227,21 +228,31 @@ def predict_cnn_framework(
 
         def fp(train, test, f):
             c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, f, tag)})
-            if log:
-                log(f"{tag}: fold {f + 1}/{int(folds.max()) + 1}: fitting on {len(train)} case(s)")
+            t0 = time.perf_counter()
             model, m = fit_cnn(x_raw[lab[train]], y[lab[train]], meta, c, device=device)
+            if log:
+                log(f"{tag}: fold {f + 1}/{int(folds.max()) + 1}: {_fit_line(m, time.perf_counter() - t0)}")
             return predict_cnn(model, standardize(x_raw[lab[test]], m), cfg.batch_size, device)
 
         pred[lab] = cross_fit(folds, fp)
-    if log:
-        log(f"{tag}: final model on all {len(lab)} labelled case(s)")
     c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, "final", tag)})
+    t0 = time.perf_counter()
     model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device)
+    if log:
+        log(f"{tag}: final model: {_fit_line(m, time.perf_counter() - t0)}")
     rest = np.flatnonzero(split != "oof")
     if len(rest):
         pred[rest] = predict_cnn(model, standardize(x_raw[rest], m), cfg.batch_size, device)
     m["train_cases"] = [batch.case_ids[i] for i in lab]
     return Prediction(meta["framework"], pred, split, detail=meta["backbone"], model_meta=m, model=model.cpu())
+
+
+def _fit_line(meta: dict, seconds: float) -> str:
+    t = meta["training"]
+    return (
+        f"fitted on {t['n_train']} (+{t['n_val']} validation) case(s), best epoch {t['best_epoch']}/{t['epochs_run']}"
+        f", validation MSE {t['best_val_mse']:.4f} ({seconds:.0f} s)"
+    )
 
 
 def score_rows(batch: Batch, method: str, measure: str, p: Prediction, target: str) -> pd.DataFrame:
