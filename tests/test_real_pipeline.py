@@ -54,7 +54,7 @@ def test_qubiq_predict_raters_evaluate(tmp_path):
         assert c.get("raters").shape == (3, 497, 497) and c.get("probabilities").shape[1:] == (497, 497)
     uqseg(tmp_path, "evaluate", "-i", "predict.h5", "-q")
     m = pd.read_csv(tmp_path / "metrics.csv")
-    fg = m[m["class"] != "all"].set_index("case_id")
+    fg = m[m["class"] != "all"].set_index("case")
     assert len(fg) == 14
     # the data README: all-agree over any-rater region is 0.77 to 0.91 per case
     assert fg["consensus_ratio"].between(0.76, 0.92).all()

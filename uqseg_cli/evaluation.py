@@ -67,7 +67,7 @@ CLASS_COLUMNS = [
 ALL_COLUMNS = ["ece", "ece_fg", "mce", "ace", "ece_classwise", "brier", "brier_soft", "nll"]
 BIN_COLUMNS = [
     "method",
-    "case_id",
+    "case",
     "rater",
     "variant",
     "class",
@@ -183,7 +183,7 @@ def evaluate_case(
             raise ValueError(f"case {inp.case_id}: sample volumes have shape {sv.shape}, expected (T, {k_all})")
 
     n_raters = raters.shape[0]
-    base = {"case_id": inp.case_id, "method": inp.method}
+    base = {"case": inp.case_id, "method": inp.method}
     bins_out: list[dict] = []
 
     def add_bins(bs: cal.BinSums, rater: int, variant: str, cls: str, k: int) -> None:
@@ -192,7 +192,7 @@ def evaluate_case(
             bins_out.append(
                 {
                     "method": inp.method,
-                    "case_id": inp.case_id,
+                    "case": inp.case_id,
                     "rater": rater,
                     "variant": variant,
                     "class": cls,
@@ -364,7 +364,7 @@ def summarize(rows: pd.DataFrame, bins: pd.DataFrame | None = None) -> pd.DataFr
 
     Columns: ``method, class, metric, n, mean, std, median, pooled``.
     """
-    skip = {"case_id", "method", "class", "class_index"}
+    skip = {"case", "method", "class", "class_index"}
     metrics = [c for c in rows.columns if c not in skip]
     long = rows.melt(id_vars=["method", "class"], value_vars=metrics, var_name="metric").dropna(subset=["value"])
     long["value"] = long["value"].astype(float)

@@ -113,16 +113,16 @@ def test_evaluate_predict_end_to_end(predict_file, tmp_path):
     seg = np.argmax(c["p"], axis=0)
     fg = (c["raters"] == 1).all(0)
     dis = (c["raters"] == 1).any(0) & ~fg
-    row = df[(df.case_id == "case02") & (df["class"] == "liver")].iloc[0]
+    row = df[(df["case"] == "case02") & (df["class"] == "liver")].iloc[0]
     assert row["dice_consensus"] == pytest.approx(dice((seg == 1) & ~dis, fg))
     assert row["volume_pred_ml"] == pytest.approx(c["p"][1].astype(np.float64).sum() * 2.0 * 0.8 * 0.8 / 1000)
     assert np.isnan(row["ece"]) and not np.isnan(row["ece_class"])
-    all_row = df[(df.case_id == "case02") & (df["class"] == "all")].iloc[0]
+    all_row = df[(df["case"] == "case02") & (df["class"] == "all")].iloc[0]
     want = np.mean([cal.toplabel_bin_sums(c["p"], c["raters"][r], 15).ece() for r in range(3)])
     assert all_row["ece"] == pytest.approx(want, abs=1e-9)
     # side files
     bins = pd.read_csv(tmp_path / "res" / "metrics.bins.csv")
-    assert list(bins.columns[:4]) == ["method", "case_id", "rater", "variant"]
+    assert list(bins.columns[:4]) == ["method", "case", "rater", "variant"]
     assert bins["bin"].max() == 15 and (bins["count"] >= 0).all()
     summ = pd.read_csv(tmp_path / "res" / "metrics.summary.csv")
     s = summ[(summ["class"] == "liver") & (summ.metric == "dice_consensus")].iloc[0]
@@ -139,7 +139,7 @@ def test_stdout_and_json(predict_file, tmp_path):
     code, out, _, exc = run("evaluate", "-i", str(path), "-o", "-", "--quiet")
     assert code == 0, exc
     lines = out.strip().splitlines()
-    assert lines[0].startswith("case_id,method,class") and len(lines) == 1 + 12
+    assert lines[0].startswith("case,method,class") and len(lines) == 1 + 12
     code, out, _, exc = run("evaluate", "-i", str(path), "-o", str(tmp_path / "m.csv"), "--json", "--quiet")
     assert code == 0, exc
     doc = json.loads(out)
@@ -161,7 +161,7 @@ def test_samples_mean_probabilities_and_ensemble_crps(predict_file, tmp_path):
     df = pd.read_csv(out)
     assert set(df["method"]) == {"tta"}
     c, t = cases["case01"], truth["case01"]
-    row = df[(df.case_id == "case01") & (df["class"] == "kidney")].iloc[0]
+    row = df[(df["case"] == "case01") & (df["class"] == "kidney")].iloc[0]
     vols = (c["raters"] == 2).reshape(3, -1).sum(1) * 2.0 * 0.8 * 0.8 / 1000
     want = np.mean([ps.crps_ensemble(v, t["volumes"][:, 2]) for v in vols])
     assert row["crps_ensemble_ml"] == pytest.approx(float(want), abs=1e-9)
@@ -210,7 +210,7 @@ def test_curvas2024_protocol(predict_file, tmp_path):
     p = c["p"].astype(np.float64)[crop]
     p = np.concatenate([np.clip(1 - p[1:].sum(0), 0, 1)[None], p[1:]])
     want = np.mean([cal.toplabel_bin_sums(p, c["raters"][crop][r], 50).ece() for r in range(3)])
-    assert df[(df.case_id == "case00") & (df["class"] == "all")]["ece"].iloc[0] == pytest.approx(want, abs=1e-9)
+    assert df[(df["case"] == "case00") & (df["class"] == "all")]["ece"].iloc[0] == pytest.approx(want, abs=1e-9)
     assert pd.read_csv(tmp_path / "c.bins.csv")["bin"].max() == 50
     _, _, _, exc = run("evaluate", "-i", str(path), "--protocol", "curvas2024", "--bins", "15", "-o", "-")
     assert isinstance(exc, UqsegError) and "conflicts" in str(exc)
@@ -223,7 +223,7 @@ def test_failed_case_is_reported_and_others_written(tmp_path):
     code, _, err, _ = run("evaluate", "-i", str(path), "-o", str(tmp_path / "m.csv"), "-q")
     assert code == 1
     assert "case01" in err and "rater 2 has label 7" in err
-    assert set(pd.read_csv(tmp_path / "m.csv")["case_id"]) == {"case00", "case02"}
+    assert set(pd.read_csv(tmp_path / "m.csv")["case"]) == {"case00", "case02"}
 
 
 def test_usage_errors_are_one_line_through_the_real_cli(tmp_path):

@@ -109,7 +109,7 @@ def write_bins(path: Path, n_cases: int = 3, n_bins: int = 10, raters: int = 2, 
             for b in range(n_bins + 1):
                 sel = idx == b
                 rows.append(
-                    {"method": "tta", "case_id": f"case{c:02d}", "rater": r, "variant": "toplabel", "class": "all",
+                    {"method": "tta", "case": f"case{c:02d}", "rater": r, "variant": "toplabel", "class": "all",
                      "class_index": -1, "bin": b, "lower": lower[b], "upper": upper[b], "count": float(sel.sum()),
                      "sum_confidence": float(conf[sel].sum()), "sum_accuracy": float(acc[sel].sum())}
                 )

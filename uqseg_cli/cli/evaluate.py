@@ -281,11 +281,11 @@ def _merge(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     rows, bins = [], []
     seen: dict[str, Path] = {}
     for p, _ in parts:
-        df = read_table(p, required=["case_id", "method", "class"])
+        df = read_table(p, required=["case", "method", "class"])
         bpath = side_paths(p)[0]
         if not bpath.exists():
             raise UqsegError(f"{bpath}: missing (needed for the pooled calibration of {p.name})")
-        for cid in df["case_id"].astype(str).unique():
+        for cid in df["case"].astype(str).unique():
             if cid in seen:
                 raise UqsegError(f"case {cid} appears in both {seen[cid].name} and {p.name}")
             seen[cid] = p
@@ -311,8 +311,8 @@ def _write(
             if p is not None:
                 check_writable(p, overwrite)
     if not df.empty:
-        df["case_id"] = df["case_id"].astype(str)
-        df = df.sort_values(["method", "case_id", "class_index"], key=_class_key).reset_index(drop=True)
+        df["case"] = df["case"].astype(str)
+        df = df.sort_values(["method", "case", "class_index"], key=_class_key).reset_index(drop=True)
     summary = summarize(df, bdf) if not df.empty else pd.DataFrame()
     write_table(df, out)
     if b_path is not None:
@@ -320,11 +320,11 @@ def _write(
     if s_path is not None:
         write_table(summary, s_path)
     if as_json:
-        doc = {**(extra or {}), "cases": int(df["case_id"].nunique()) if not df.empty else 0, "failed": failed,
+        doc = {**(extra or {}), "cases": int(df["case"].nunique()) if not df.empty else 0, "failed": failed,
                "output": str(out), "bins": str(b_path) if b_path else None,
                "summary": summary_json(summary) if not summary.empty else {}}
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n")
-    n = int(df["case_id"].nunique()) if not df.empty else 0
+    n = int(df["case"].nunique()) if not df.empty else 0
     log(f"evaluated {n} case(s) -> {out}" + (f" (+ {b_path}, {s_path})" if b_path else ""), quiet)
     if failed:
         typer.echo(f"uqseg: {len(failed)} case(s) failed: {', '.join(sorted(failed))}", err=True)
