@@ -269,10 +269,10 @@ def summarise(out: Path) -> dict:
 
 def print_summary(s: dict) -> None:
     """A readable summary on stdout (rich table)."""
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
-
-    import shutil
 
     con = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 110))
     d = s["segmentation_dice"]
