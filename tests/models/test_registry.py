@@ -99,3 +99,18 @@ def test_init_args_rebuild_the_same_architecture():
     again = create_model(m.arch, **m.init_args)
     assert [p.shape for p in again.parameters()] == [p.shape for p in m.parameters()]
     assert m.init_args["channels"] == [8, 16, 32]
+
+
+def test_models_command_lists_every_model(capsys):
+    import json
+
+    from tests.models.fixtures import run_cli
+
+    assert run_cli("models", "--json") == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(NAMES)
+    assert rows["unet-small"]["parameters"] == count_parameters("unet-small")
+    assert rows["swin-unet"]["input"].startswith("exactly 256x256") and rows["unet3d-small"]["dims"] == 3
+    assert run_cli("models") == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in NAMES) and "multiple of 32" in out

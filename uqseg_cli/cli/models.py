@@ -40,10 +40,12 @@ def models(json_out: JsonOut = False) -> None:
         typer.echo(json.dumps(rows, indent=2))
         return
     w = max(len(r["name"]) for r in rows)
-    typer.echo(f"{'name':<{w}}  dims  params   input sizes                   description")
+    wi = max(len(r["input"]) for r in rows)
+    typer.echo(f"{'name':<{w}}  dims  params   {'input sizes':<{wi}}  dropout      description")
     for r in rows:
         typer.echo(
-            f"{r['name']:<{w}}  {r['dims']}D    {r['parameters'] / 1e6:5.2f} M  {r['input']:<28}  {r['description']}"
+            f"{r['name']:<{w}}  {r['dims']}D    {r['parameters'] / 1e6:5.2f} M  {r['input']:<{wi}}  "
+            f"{r['dropout']:<11}  {r['description']}"
         )
 
 
