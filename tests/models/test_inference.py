@@ -190,3 +190,18 @@ def test_3d_model_refuses_a_2d_image():
     p = Predictor(model, ckpt_for(model, ct_prep((16, 16, 16))))
     with pytest.raises(InputError, match="needs a volume"):
         p.predict_proba(np.zeros((1, 10, 10), np.float32), "c1")
+
+
+@pytest.mark.parametrize("name", ["unet-small", "fpn-resnet18", "fpn-resnet50", "swin-unet", "unet3d-small"])
+def test_every_model_maps_odd_sizes_back_to_the_input_grid(name):
+    torch.manual_seed(0)
+    kw = {"img_size": (64, 96)} if name == "swin-unet" else {}
+    model = create_model(name, in_channels=1, num_classes=3, **kw)
+    if model.dims == 3:
+        prep, img = ct_prep((16, 16, 16), halo=3), np.zeros((1, 11, 19, 21), np.float32)
+    else:
+        prep, img = ct_prep((64, 96)), np.zeros((1, 37, 53), np.float32)
+    img += np.random.default_rng(0).normal(0, 100, img.shape).astype(np.float32)
+    prob = Predictor(model, ckpt_for(model, prep)).predict_proba(img)
+    assert prob.shape == (3, *img.shape[1:])
+    torch.testing.assert_close(prob.sum(0), torch.ones(img.shape[1:]))
