@@ -5,7 +5,8 @@ per foreground class (consensus/dissensus, Dice variants, the CURVAS confidence,
 volume CRPS) and one row ``class = "all"`` (top-label calibration, Brier score, NLL), plus the per-bin calibration
 sums (one row per rater, variant, class and bin) from which :func:`pooled_calibration` computes dataset-level ECE
 exactly, however the cases were split over shards. :func:`summarize` condenses the per-case rows into mean, std and
-median per method, class and metric. No I/O here.
+median per method, class and metric. No file handling here: :func:`evaluate_case` reads the arrays it is given
+(numpy arrays or h5py datasets) slab by slab along the first spatial axis, so memory stays bounded on large CT.
 """
 
 from __future__ import annotations
@@ -18,16 +19,13 @@ import pandas as pd
 
 from uqseg_cli.metrics import calibration as cal
 from uqseg_cli.metrics import crps as crps_mod
-from uqseg_cli.metrics.dice import dice, soft_dice
 from uqseg_cli.metrics.multirater import (
-    challenge_confidence,
     consensus,
-    consensus_dice,
-    curvas2024_rowwise_dice,
+    curvas2024_dice_from_row_counts,
+    curvas2024_row_counts,
     curvas_crop_box,
     majority_vote,
     rater_fraction,
-    rater_volumes,
     soft_labels,
     voxel_volume_ml,
 )
@@ -130,61 +128,308 @@ def crps_column(mode: str) -> str:
     return f"crps_{mode}_ml"
 
 
-def _check(inp: CaseInput, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    p = np.asarray(inp.probabilities, dtype=np.float64)
-    r = np.asarray(inp.raters)
-    where = f"case {inp.case_id}" + (f", method {inp.method}" if inp.method else "")
-    if p.ndim < 2 or p.shape[0] != num_classes:
-        raise ValueError(f"{where}: probabilities have shape {p.shape}, expected ({num_classes}, *spatial)")
-    if r.ndim != p.ndim or r.shape[1:] != p.shape[1:]:
-        raise ValueError(f"{where}: raters have shape {r.shape}, expected (R, {', '.join(map(str, p.shape[1:]))})")
-    if r.shape[0] < 1:
+#: default slab size of :func:`evaluate_case` in voxels (whole slices along the first spatial axis, at least one;
+#: 2**18 = one 512 x 512 CT slice): ~150 bytes of temporaries per slab voxel, ~40 MB
+SLAB_VOXELS = 1 << 18
+
+
+def _shape(a: object) -> tuple[int, ...]:
+    return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)  # type: ignore[union-attr]
+
+
+def _lazy(a: object) -> object:
+    """Array-likes with ``shape`` and slicing (numpy arrays, h5py datasets, :class:`ScaledArray`) are read slab by
+    slab; anything else (nested lists) is converted once."""
+    return a if hasattr(a, "shape") and hasattr(a, "__getitem__") else np.asarray(a)
+
+
+class ScaledArray:
+    """A lazily divided array: ``ScaledArray(ds, t)[idx] == ds[idx].astype(float64) / t`` (e.g. ``sum_p / T`` read
+    slab by slab from an h5py dataset)."""
+
+    def __init__(self, data: object, divisor: float):
+        self.data = data
+        self.divisor = divisor
+        self.shape = _shape(data)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, idx: object) -> np.ndarray:
+        return np.asarray(self.data[idx]).astype(np.float64) / self.divisor  # type: ignore[index]
+
+
+def _where(inp: CaseInput) -> str:
+    return f"case {inp.case_id}" + (f", method {inp.method}" if inp.method else "")
+
+
+def _check_shapes(inp: CaseInput, p: object, r: object, seg: object, num_classes: int) -> None:
+    ps, rs = _shape(p), _shape(r)
+    where = _where(inp)
+    if len(ps) < 2 or ps[0] != num_classes:
+        raise ValueError(f"{where}: probabilities have shape {ps}, expected ({num_classes}, *spatial)")
+    if len(rs) != len(ps) or rs[1:] != ps[1:]:
+        raise ValueError(f"{where}: raters have shape {rs}, expected (R, {', '.join(map(str, ps[1:]))})")
+    if rs[0] < 1:
         raise ValueError(f"{where}: no rater masks")
-    if not np.all(np.isfinite(p)):
+
+
+def _slabs(n0: int, step: int) -> list[tuple[int, int]]:
+    return [(a, min(a + step, n0)) for a in range(0, n0, step)]
+
+
+def _validate_full(inp: CaseInput, p: object, r: object, seg: object, num_classes: int, step: int) -> None:
+    """The value checks over the whole case, slab by slab, raising the first failure in the order (and with the
+    whole-case numbers) of the one-array check; returns when everything is valid."""
+    where = _where(inp)
+    ps = _shape(p)
+    n0 = ps[1]
+    finite, pmin, pmax = True, np.inf, -np.inf
+    rmin = np.full(_shape(r)[0], np.iinfo(np.int64).max, dtype=np.int64)
+    rmax = np.full(_shape(r)[0], np.iinfo(np.int64).min, dtype=np.int64)
+    for a, b in _slabs(n0, step):
+        ps_ = np.asarray(p[:, a:b], dtype=np.float64)  # type: ignore[index]
+        finite = finite and bool(np.all(np.isfinite(ps_)))
+        if ps_.size:
+            pmin, pmax = min(pmin, float(ps_.min())), max(pmax, float(ps_.max()))
+        rs_ = np.asarray(r[:, a:b]).reshape(len(rmin), -1)  # type: ignore[index]
+        if rs_.shape[1]:
+            rmin = np.minimum(rmin, rs_.min(axis=1))
+            rmax = np.maximum(rmax, rs_.max(axis=1))
+    if not finite:
         raise ValueError(f"{where}: probabilities contain NaN or infinity")
-    if p.min() < -PROB_TOLERANCE or p.max() > 1 + PROB_TOLERANCE:
-        raise ValueError(f"{where}: probabilities outside [0, 1] (range {p.min():.4g} .. {p.max():.4g})")
-    if r.min() < 0 or r.max() >= num_classes:
-        bad = int(np.argmax([(x.max() >= num_classes) or (x.min() < 0) for x in r]))
+    if pmin < -PROB_TOLERANCE or pmax > 1 + PROB_TOLERANCE:
+        raise ValueError(f"{where}: probabilities outside [0, 1] (range {pmin:.4g} .. {pmax:.4g})")
+    if rmin.min() < 0 or rmax.max() >= num_classes:
+        bad = int(np.argmax((rmax >= num_classes) | (rmin < 0)))
         raise ValueError(
-            f"{where}: rater {bad + 1} has label {int(r[bad].max())} but the model has {num_classes} classes "
+            f"{where}: rater {bad + 1} has label {int(rmax[bad])} but the model has {num_classes} classes "
             f"(labels 0..{num_classes - 1})"
         )
-    seg = np.argmax(p, axis=0) if inp.segmentation is None else np.asarray(inp.segmentation)
-    if seg.shape != p.shape[1:]:
-        raise ValueError(f"{where}: segmentation has shape {seg.shape}, expected {p.shape[1:]}")
-    return np.clip(p, 0.0, 1.0), seg, r
+    if seg is not None and _shape(seg) != ps[1:]:
+        raise ValueError(f"{where}: segmentation has shape {_shape(seg)}, expected {ps[1:]}")
+
+
+def _slab_ok(p: np.ndarray, r: np.ndarray, num_classes: int) -> bool:
+    return bool(
+        np.all(np.isfinite(p))
+        and (p.size == 0 or (p.min() >= -PROB_TOLERANCE and p.max() <= 1 + PROB_TOLERANCE))
+        and (r.size == 0 or (r.min() >= 0 and r.max() < num_classes))
+    )
+
+
+def _crop_box_slabbed(image: object, step: int) -> tuple[slice, slice]:
+    """:func:`curvas_crop_box` of an image ``(C, *spatial)`` read slab by slab along its first spatial axis."""
+    img = _lazy(image)
+    shp = _shape(img)
+    if len(shp) < 3:
+        return curvas_crop_box(np.asarray(img))
+    plane = np.zeros(shp[-2:], dtype=bool)
+    rows_any = np.zeros(shp[-2], dtype=bool) if len(shp) == 3 else None
+    for a, b in _slabs(shp[1], step):
+        part = np.asarray(img[:, a:b]) > 0  # type: ignore[index]
+        if rows_any is not None:  # (C, X, Y): the slab splits the rows
+            rows_any[a:b] |= part.any(axis=(0, 2))
+            plane[a:b] |= part.any(axis=0)
+        else:
+            plane |= part.reshape(-1, *shp[-2:]).any(axis=0)
+    return curvas_crop_box(plane[None])
+
+
+class _Sums:
+    """Additive per-case accumulators (one per voxel statistic)."""
+
+    def __init__(self) -> None:
+        self.v: dict = {}
+
+    def add(self, key: object, value: object) -> None:
+        self.v[key] = value if key not in self.v else self.v[key] + value
+
+    def get(self, key: object, default: object = 0) -> object:
+        return self.v.get(key, default)
 
 
 def evaluate_case(
-    inp: CaseInput, class_names: Sequence[str], opts: EvalOptions
+    inp: CaseInput, class_names: Sequence[str], opts: EvalOptions, slab_voxels: int = SLAB_VOXELS
 ) -> tuple[list[dict], list[dict]]:
     """Evaluate one case against its raters. Returns ``(rows, bin_rows)`` (see module docstring and
-    ``docs/evaluate.md`` for the columns). Raises ``ValueError`` with a one-line message on inconsistent input."""
+    ``docs/evaluate.md`` for the columns). Raises ``ValueError`` with a one-line message on inconsistent input.
+
+    The arrays of ``inp`` may be numpy arrays or anything sliceable with a ``shape`` (h5py datasets,
+    :class:`ScaledArray`): they are read in slabs of whole slices along the first spatial axis, about
+    ``slab_voxels`` voxels each, and every metric is combined from per-slab sums, so memory stays bounded by the
+    slab size plus, for ACE, the top-label confidence (float32 when exact, else float64) and one bool per rater per
+    voxel. Results equal a one-slab evaluation up to float rounding of the sums."""
     k_all = len(class_names)
-    p, seg, raters = _check(inp, k_all)
-    voxel_ml = voxel_volume_ml(inp.spacing)
-    if len(tuple(inp.spacing)) != p.ndim - 1:
-        raise ValueError(f"case {inp.case_id}: spacing {tuple(inp.spacing)} does not match {p.ndim - 1} spatial axes")
+    p_src, r_src = _lazy(inp.probabilities), _lazy(inp.raters)
+    seg_src = None if inp.segmentation is None else _lazy(inp.segmentation)
+    _check_shapes(inp, p_src, r_src, seg_src, k_all)
+    spatial = _shape(p_src)[1:]
+    n0 = spatial[0]
+    step = max(1, int(slab_voxels) // max(1, int(np.prod(spatial[1:], dtype=np.int64))))
+
+    def fail_after_validation(msg: str) -> None:
+        _validate_full(inp, p_src, r_src, seg_src, k_all, step)
+        raise ValueError(msg)
+
+    if seg_src is not None and _shape(seg_src) != spatial:
+        fail_after_validation(f"{_where(inp)}: segmentation has shape {_shape(seg_src)}, expected {spatial}")
+    try:
+        voxel_ml = voxel_volume_ml(inp.spacing)
+    except ValueError:
+        _validate_full(inp, p_src, r_src, seg_src, k_all, step)
+        raise
+    if len(tuple(inp.spacing)) != len(spatial):
+        fail_after_validation(
+            f"case {inp.case_id}: spacing {tuple(inp.spacing)} does not match {len(spatial)} spatial axes"
+        )
+    region = [slice(0, n) for n in spatial]
     if opts.protocol == "curvas2024":
         if inp.image is None:
-            raise ValueError(f"case {inp.case_id}: the curvas2024 protocol needs the image (for its crop)")
-        rows_sl, cols_sl = curvas_crop_box(inp.image)
-        p = p[..., rows_sl, cols_sl]
-        seg = seg[..., rows_sl, cols_sl]
-        raters = raters[..., rows_sl, cols_sl]
-        p = np.concatenate([np.clip(1.0 - p[1:].sum(axis=0), 0.0, 1.0)[None], p[1:]], axis=0)
+            fail_after_validation(f"case {inp.case_id}: the curvas2024 protocol needs the image (for its crop)")
+        region[-2], region[-1] = _crop_box_slabbed(inp.image, step)
     need_ens = "ensemble" in opts.crps_modes
     if need_ens:
         if inp.sample_volumes is None:
-            raise ValueError(f"case {inp.case_id}: the ensemble CRPS needs per-sample volumes (a samples.h5 input)")
+            fail_after_validation(
+                f"case {inp.case_id}: the ensemble CRPS needs per-sample volumes (a samples.h5 input)"
+            )
         sv = np.asarray(inp.sample_volumes, dtype=np.float64)
         if sv.ndim != 2 or sv.shape[1] != k_all:
-            raise ValueError(f"case {inp.case_id}: sample volumes have shape {sv.shape}, expected (T, {k_all})")
+            fail_after_validation(f"case {inp.case_id}: sample volumes have shape {sv.shape}, expected (T, {k_all})")
 
+    n_raters = _shape(r_src)[0]
+    nb = opts.n_bins
+    acc = _Sums()
+    ace_conf: list[np.ndarray] = []
+    ace_correct: list[list[np.ndarray]] = [[] for _ in range(n_raters)]
+    row_counts: dict[int, list[list[np.ndarray]]] = {k: [[], [], []] for k in range(1, k_all)}
+    n_vox = 0
+    r0 = region[0]
+    for a, b in _slabs(n0, step):
+        p_raw = np.asarray(p_src[:, a:b], dtype=np.float64)  # type: ignore[index]
+        r_raw = np.asarray(r_src[:, a:b])  # type: ignore[index]
+        if not _slab_ok(p_raw, r_raw, k_all):
+            _validate_full(inp, p_src, r_src, seg_src, k_all, step)
+        lo, hi = max(a, r0.start), min(b, r0.stop)
+        if lo >= hi:
+            continue
+        local = (slice(lo - a, hi - a), *region[1:])
+        seg = np.argmax(p_raw, axis=0) if seg_src is None else np.asarray(seg_src[a:b])  # type: ignore[index]
+        p = np.clip(p_raw, 0.0, 1.0)[(slice(None), *local)]
+        del p_raw
+        seg = seg[local]
+        raters = r_raw[(slice(None), *local)]
+        if opts.protocol == "curvas2024":
+            p = np.concatenate([np.clip(1.0 - p[1:].sum(axis=0), 0.0, 1.0)[None], p[1:]], axis=0)
+        n_vox += seg.size
+        _slab_sums(acc, p, seg, raters, k_all, nb, ace_conf, ace_correct, row_counts)
+
+    return _finish(inp, class_names, opts, acc, n_vox, voxel_ml, n_raters, ace_conf, ace_correct, row_counts,
+                   sv if need_ens else None)
+
+
+def _slab_sums(acc: _Sums, p: np.ndarray, seg: np.ndarray, raters: np.ndarray, k_all: int, nb: int,
+               ace_conf: list, ace_correct: list, row_counts: dict) -> None:
+    """Add one slab's voxel statistics to ``acc`` (and the ACE / row-wise Dice collections)."""
     n_raters = raters.shape[0]
+    conf, pred = cal.top_label(p)
+    conf_flat, pred_flat = conf.ravel(), pred.ravel()
+    c32 = conf_flat.astype(np.float32)
+    ace_conf.append(c32 if np.array_equal(c32, conf_flat) else conf_flat.copy())
+    idx = cal.bin_index(conf_flat, nb)
+    any_rater_fg = (raters != 0).any(axis=0).ravel()
+    fg_region = (pred_flat != 0) | any_rater_fg
+    class_idx = [cal.bin_index(p[k].ravel(), nb) for k in range(k_all)]
+    class_region = [None] + [((pred_flat == k) | (raters == k).any(axis=0).ravel()) for k in range(1, k_all)]
+    for r in range(n_raters):
+        lab = raters[r].ravel()
+        correct = pred_flat == lab
+        ace_correct[r].append(correct)
+        acc.add(("toplabel", r), cal.bin_sums(conf_flat, correct, nb, index=idx))
+        acc.add(("toplabel_fg", r), cal.bin_sums(conf_flat[fg_region], correct[fg_region], nb, index=idx[fg_region]))
+        acc.add(("brier", r), float(np.sum(np.sum((p - cal._as_soft(raters[r], p.shape)) ** 2, axis=0))))
+        pk_lab = np.take_along_axis(p, raters[r].astype(np.int64)[None], axis=0)[0]
+        acc.add(("nll", r), float(np.sum(np.log(np.maximum(pk_lab, cal.NLL_EPS)))))
+        for k in range(k_all):
+            pk = p[k].ravel()
+            yk = lab == k
+            acc.add(("class", r, k), cal.bin_sums(pk, yk, nb, index=class_idx[k]))
+            if k > 0:
+                m = class_region[k]
+                acc.add(("class_fg", r, k), cal.bin_sums(pk[m], yk[m], nb, index=class_idx[k][m]))
+            acc.add(("brier_class", r, k), float(np.sum((p[k].astype(np.float64) - (raters[r] == k)) ** 2)))
+    soft = soft_labels(raters, k_all)
+    acc.add("brier_soft", float(np.sum(np.sum((p - soft) ** 2, axis=0))))
+    for k in range(1, k_all):
+        cons = consensus(raters, k)
+        seg_k = seg == k
+        acc.add(("n_fg", k), int(np.count_nonzero(cons.foreground)))
+        acc.add(("n_dis", k), int(np.count_nonzero(cons.dissensus)))
+        acc.add(("n_bg", k), int(np.count_nonzero(cons.background)))
+        acc.add(("n_seg", k), int(np.count_nonzero(seg_k)))
+        votes = raters == k
+        acc.add(("n_rater", k), np.count_nonzero(votes.reshape(n_raters, -1), axis=1).astype(np.int64))
+        acc.add(("n_inter", k), np.array([int(np.count_nonzero(seg_k & votes[r])) for r in range(n_raters)]))
+        kept = seg_k & ~cons.dissensus
+        acc.add(("cd_a", k), int(np.count_nonzero(kept)))
+        acc.add(("cd_ab", k), int(np.count_nonzero(kept & cons.foreground)))
+        mv = majority_vote(raters, k)
+        acc.add(("mv", k), int(np.count_nonzero(mv)))
+        acc.add(("mv_ab", k), int(np.count_nonzero(seg_k & mv)))
+        pk = p[k]
+        q = rater_fraction(raters, k)
+        acc.add(("sd_p", k), float(pk.sum()))
+        acc.add(("sd_q", k), float(q.sum()))
+        acc.add(("sd_pq", k), float(np.sum(pk * q)))
+        acc.add(("conf_fg", k), float(pk[cons.foreground].sum()))
+        acc.add(("conf_bg", k), float(pk[cons.background].sum()))
+        acc.add(("brier_class_soft", k), float(np.sum((pk - soft[k]) ** 2)))
+        inter, po, ro = curvas2024_row_counts(kept, cons.foreground)
+        row_counts[k][0].append(inter)
+        row_counts[k][1].append(po)
+        row_counts[k][2].append(ro)
+
+
+def _dice_counts(sa: int, sb: int, inter: int) -> float:
+    return 1.0 if sa + sb == 0 else 2.0 * inter / (sa + sb)
+
+
+def _ace_from_parts(conf_parts: list[np.ndarray], correct_parts: list[list[np.ndarray]], n_bins: int) -> list[float]:
+    """:func:`calibration.ace` per rater from the collected per-slab top-label confidences and correctness: one
+    stable sort of the confidences shared by the raters, equal-mass groups summed group by group."""
+    if not conf_parts:
+        return [float("nan")] * len(correct_parts)
+    dtype = np.float64 if any(c.dtype == np.float64 for c in conf_parts) else np.float32
+    c = np.concatenate([x.astype(dtype, copy=False) for x in conf_parts])
+    conf_parts.clear()
+    n = c.size
+    if n == 0:
+        return [float("nan")] * len(correct_parts)
+    o = np.argsort(c, kind="stable")
+    b = min(n_bins, n)
+    base, extra = divmod(n, b)
+    sizes = np.full(b, base, dtype=np.int64)
+    sizes[:extra] += 1
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    groups = list(zip(starts[:-1], starts[1:], strict=True))
+    cs = np.array([np.add.reduceat(c[o[s:e]].astype(np.float64), [0])[0] for s, e in groups])
+    out = []
+    for parts in correct_parts:
+        a = np.concatenate(parts)
+        parts.clear()
+        as_ = np.array([np.add.reduceat(a[o[s:e]].astype(np.float64), [0])[0] for s, e in groups])
+        del a
+        out.append(float(np.sum(np.abs(as_ - cs)) / n))
+    return out
+
+
+def _finish(inp: CaseInput, class_names: Sequence[str], opts: EvalOptions, acc: _Sums, n_vox: int, voxel_ml: float,
+            n_raters: int, ace_conf: list, ace_correct: list, row_counts: dict,
+            sv: np.ndarray | None) -> tuple[list[dict], list[dict]]:
+    k_all = len(class_names)
+    nb = opts.n_bins
     base = {"case": inp.case_id, "method": inp.method}
     bins_out: list[dict] = []
+    empty = cal.BinSums.empty(nb)
 
     def add_bins(bs: cal.BinSums, rater: int, variant: str, cls: str, k: int) -> None:
         lower, upper = bs.edges()
@@ -206,44 +451,32 @@ def evaluate_case(
                 }
             )
 
-    # ---- case-level ("all") calibration: top-label, foreground region, class-wise, Brier, NLL
-    conf, pred = cal.top_label(p)
-    conf_flat, pred_flat = conf.ravel(), pred.ravel()
-    idx = cal.bin_index(conf_flat, opts.n_bins)
-    any_rater_fg = (raters != 0).any(axis=0).ravel()
-    fg_region = (pred_flat != 0) | any_rater_fg
-    order = np.argsort(conf_flat, kind="stable")
-    ece_r, ece_fg_r, mce_r, ace_r, brier_r, nll_r = [], [], [], [], [], []
-    class_idx = [cal.bin_index(p[k].ravel(), opts.n_bins) for k in range(k_all)]
+    def mean_of(total: float) -> float:
+        return total / n_vox if n_vox else float("nan")
+
+    ace_r = _ace_from_parts(ace_conf, ace_correct, nb)
+    ece_r, ece_fg_r, mce_r, brier_r, nll_r = [], [], [], [], []
     class_ece = np.zeros((n_raters, k_all))
     class_mce = np.zeros((n_raters, k_all))
     class_fg_ece = np.full((n_raters, k_all), np.nan)
-    class_region = [None] + [((pred_flat == k) | (raters == k).any(axis=0).ravel()) for k in range(1, k_all)]
     for r in range(n_raters):
-        lab = raters[r].ravel()
-        correct = pred_flat == lab
-        bs = cal.bin_sums(conf_flat, correct, opts.n_bins, index=idx)
+        bs = acc.get(("toplabel", r), empty)
         add_bins(bs, r, "toplabel", "all", -1)
         ece_r.append(bs.ece())
         mce_r.append(bs.mce())
-        ace_r.append(cal.ace(conf_flat, correct, opts.n_bins, order=order))
-        bs_fg = cal.bin_sums(conf_flat[fg_region], correct[fg_region], opts.n_bins, index=idx[fg_region])
+        bs_fg = acc.get(("toplabel_fg", r), empty)
         add_bins(bs_fg, r, "toplabel_fg", "all", -1)
         ece_fg_r.append(bs_fg.ece())
-        brier_r.append(cal.brier(p, raters[r]))
-        nll_r.append(cal.nll(p, raters[r]))
+        brier_r.append(float(mean_of(acc.get(("brier", r)))))
+        nll_r.append(float(-mean_of(acc.get(("nll", r)))))
         for k in range(k_all):
-            pk = p[k].ravel()
-            yk = lab == k
-            bk = cal.bin_sums(pk, yk, opts.n_bins, index=class_idx[k])
+            bk = acc.get(("class", r, k), empty)
             add_bins(bk, r, "class", class_names[k], k)
             class_ece[r, k], class_mce[r, k] = bk.ece(), bk.mce()
             if k > 0:
-                m = class_region[k]
-                bkf = cal.bin_sums(pk[m], yk[m], opts.n_bins, index=class_idx[k][m])
+                bkf = acc.get(("class_fg", r, k), empty)
                 add_bins(bkf, r, "class_fg", class_names[k], k)
                 class_fg_ece[r, k] = bkf.ece()
-    soft = soft_labels(raters, k_all)
     all_row = {
         **base,
         "class": "all",
@@ -255,23 +488,28 @@ def evaluate_case(
         "ace": _nanmean(ace_r),
         "ece_classwise": float(np.mean(class_ece)),
         "brier": float(np.mean(brier_r)),
-        "brier_soft": cal.brier(p, soft),
+        "brier_soft": float(mean_of(acc.get("brier_soft"))),
         # NLL is linear in the target: its mean over raters equals the NLL against the mean rater label
         "nll": float(np.mean(nll_r)),
     }
 
-    # ---- per foreground class
     rows = []
     for k in range(1, k_all):
-        cons = consensus(raters, k)
-        seg_k = seg == k
-        n_fg = int(np.count_nonzero(cons.foreground))
-        n_dis = int(np.count_nonzero(cons.dissensus))
+        n_fg, n_dis, n_bg = acc.get(("n_fg", k)), acc.get(("n_dis", k)), acc.get(("n_bg", k))
         n_union = n_fg + n_dis
-        per_rater = [dice(seg_k, raters[r] == k) for r in range(n_raters)]
-        vols = rater_volumes(raters, k, voxel_ml)
+        n_seg = acc.get(("n_seg", k))
+        n_rater = acc.get(("n_rater", k), np.zeros(n_raters, dtype=np.int64))
+        n_inter = acc.get(("n_inter", k), np.zeros(n_raters, dtype=np.int64))
+        per_rater = [_dice_counts(n_seg, int(n_rater[r]), int(n_inter[r])) for r in range(n_raters)]
+        vols = n_rater.astype(np.float64) * voxel_ml
         mu, sigma = crps_mod.fit_gaussian(vols)
-        v_pred = float(p[k].sum()) * voxel_ml
+        v_pred = float(acc.get(("sd_p", k))) * voxel_ml
+        sd_denom = float(acc.get(("sd_p", k)) + acc.get(("sd_q", k)))
+        conf_k = (
+            float("nan") if n_fg == 0 or n_bg == 0
+            else ((1.0 - float(acc.get(("conf_bg", k)) / n_bg)) + float(acc.get(("conf_fg", k)) / n_fg)) / 2.0
+        )
+        rc = row_counts[k]
         row = {
             **base,
             "class": class_names[k],
@@ -281,22 +519,24 @@ def evaluate_case(
             "dissensus_voxels": n_dis,
             "union_voxels": n_union,
             "consensus_ratio": (n_fg / n_union) if n_union else float("nan"),
-            "dissensus_fraction": cons.dissensus_fraction(),
-            "dice_consensus": consensus_dice(seg_k, cons),
-            "dice_consensus_curvas": curvas2024_rowwise_dice(seg_k & ~cons.dissensus, cons.foreground),
+            "dissensus_fraction": 0.0 if n_union == 0 else n_dis / n_union,
+            "dice_consensus": _dice_counts(acc.get(("cd_a", k)), n_fg, acc.get(("cd_ab", k))),
+            "dice_consensus_curvas": curvas2024_dice_from_row_counts(
+                *(np.concatenate(x) if x else np.zeros((0, 0)) for x in rc)
+            ),
             "dice_rater_mean": float(np.mean(per_rater)),
             "dice_rater_min": float(np.min(per_rater)),
             "dice_rater_max": float(np.max(per_rater)),
-            "dice_majority": dice(seg_k, majority_vote(raters, k)),
-            "soft_dice_mean_rater": soft_dice(p[k], rater_fraction(raters, k)),
-            "confidence": challenge_confidence(p[k], cons),
+            "dice_majority": _dice_counts(n_seg, acc.get(("mv", k)), acc.get(("mv_ab", k))),
+            "soft_dice_mean_rater": 1.0 if sd_denom == 0.0 else 2.0 * float(acc.get(("sd_pq", k))) / sd_denom,
+            "confidence": conf_k,
             "ece_class": float(np.mean(class_ece[:, k])),
             "ece_class_fg": _nanmean(class_fg_ece[:, k]),
             "mce_class": _nanmean(class_mce[:, k]),
-            "brier_class": float(np.mean([cal.binary_brier(p[k], raters[r] == k) for r in range(n_raters)])),
-            "brier_class_soft": cal.binary_brier(p[k], soft[k]),
+            "brier_class": float(np.mean([mean_of(acc.get(("brier_class", r, k))) for r in range(n_raters)])),
+            "brier_class_soft": float(mean_of(acc.get(("brier_class_soft", k)))),
             "volume_pred_ml": v_pred,
-            "volume_seg_ml": float(np.count_nonzero(seg_k)) * voxel_ml,
+            "volume_seg_ml": float(n_seg) * voxel_ml,
             "volume_rater_mean_ml": mu,
             "volume_rater_std_ml": sigma,
         }
@@ -306,7 +546,7 @@ def evaluate_case(
             elif mode == "curvas":
                 row[crps_column(mode)] = crps_mod.crps_curvas(v_pred, mu, sigma)
             else:
-                row[crps_column(mode)] = crps_mod.crps_ensemble(vols, sv[:, k])
+                row[crps_column(mode)] = crps_mod.crps_ensemble(vols, sv[:, k])  # type: ignore[index]
         rows.append(row)
     rows.append(all_row)
     return rows, bins_out

@@ -216,6 +216,28 @@ def test_curvas2024_protocol(predict_file, tmp_path):
     assert isinstance(exc, UqsegError) and "conflicts" in str(exc)
 
 
+@pytest.mark.parametrize("protocol", ["uqseg", "curvas2024"])
+def test_tiny_slabs_through_the_cli_give_the_same_tables(predict_file, tmp_path, monkeypatch, protocol):
+    import functools
+
+    import uqseg_cli.cli.evaluate as cli_eval
+    from uqseg_cli.evaluation import evaluate_case
+
+    path, cases = predict_file
+    samples = tmp_path / "samples.h5"
+    write_samples(samples, path, cases)
+    for src in (path, samples):
+        one, many = tmp_path / f"one-{src.stem}.csv", tmp_path / f"many-{src.stem}.csv"
+        assert run("evaluate", "-i", str(src), "--protocol", protocol, "-o", str(one), "-q")[0] == 0
+        with monkeypatch.context() as m:
+            m.setattr(cli_eval, "evaluate_case", functools.partial(evaluate_case, slab_voxels=30))
+            assert run("evaluate", "-i", str(src), "--protocol", protocol, "-o", str(many), "-q")[0] == 0
+        for suffix in (".csv", ".bins.csv"):
+            a = pd.read_csv(one.with_name(one.stem + suffix))
+            b = pd.read_csv(many.with_name(many.stem + suffix))
+            pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12, atol=1e-12)
+
+
 def test_failed_case_is_reported_and_others_written(tmp_path):
     cases = _synthetic_cases(n=3)
     cases["case01"]["raters"][1, 0, 0, 0] = 7  # a label the model does not have

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import pandas as pd
 import typer
 
@@ -20,6 +19,7 @@ from uqseg_cli.evaluation import (
     PROTOCOLS,
     CaseInput,
     EvalOptions,
+    ScaledArray,
     evaluate_case,
     summarize,
     summary_json,
@@ -63,26 +63,27 @@ def _load(sf: StageFile, cv: CaseView, method: str, need_image: bool, need_volum
     where = f"{sf.path}: case {cv.id}"
     if not cv.has("raters"):
         raise InputError(f"{where}: no rater masks (run `uqseg predict --raters ...` to ingest them)")
+    # probabilities, segmentation and raters stay h5py datasets: evaluate_case reads them slab by slab
     if method == DETERMINISTIC:
-        probs = cv.get("probabilities")
-        seg = cv.get("segmentation") if cv.has("segmentation") else None
+        probs = cv.dataset("probabilities")
+        seg = cv.dataset("segmentation") if cv.has("segmentation") else None
         volumes = None
     else:
         ds = cv.dataset(f"{method}/sum_p")
         t = ds.parent.attrs.get("T")
         if t is None or int(t) < 1:
             raise InputError(f"{where}: method {method} has no valid attribute T")
-        probs = ds[()].astype(np.float64) / int(t)
+        probs = ScaledArray(ds, int(t))
         seg = None  # argmax of the mean prediction
         volumes = cv.get(f"{method}/volumes") if cv.has(f"{method}/volumes") else None
         if need_volumes and volumes is None:
             raise InputError(f"{where}: method {method} has no per-sample volumes for --crps ensemble")
-    image = cv.get("image") if need_image else None
+    image = cv.dataset("image") if need_image else None
     return CaseInput(
         case_id=cv.id,
         method=method,
         probabilities=probs,
-        raters=cv.get("raters"),
+        raters=cv.dataset("raters"),
         spacing=cv.spacing,
         segmentation=seg,
         image=image,

@@ -134,15 +134,28 @@ def curvas2024_rowwise_dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
     pred, ref: bool ``(*lead, X, Y)``; leading axes are flattened into slices (a 2D image is one slice).
     """
+    inter, po, ro = curvas2024_row_counts(pred, ref)
+    return curvas2024_dice_from_row_counts(inter, po, ro)
+
+
+def curvas2024_row_counts(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row counts behind :func:`curvas2024_rowwise_dice`: ``(|pred & ref|, |pred|, |ref|)`` summed over the
+    last axis, each of shape ``pred.shape[:-1]`` (int64). Counts of slabs along the first axis concatenate (along
+    axis 0) into the counts of the whole array."""
     p = np.asarray(pred, dtype=bool)
     r = np.asarray(ref, dtype=bool)
     if p.shape != r.shape or p.ndim < 2:
         raise ValueError(f"prediction {p.shape} and reference {r.shape} must match and have >= 2 axes")
-    p = p.reshape(-1, *p.shape[-2:])[:, 1:, :]
-    r = r.reshape(-1, *r.shape[-2:])[:, 1:, :]
-    ro = r.sum(axis=2, dtype=np.float64)
-    po = p.sum(axis=2, dtype=np.float64)
-    inter = (p & r).sum(axis=2, dtype=np.float64)
+    return (p & r).sum(axis=-1, dtype=np.int64), p.sum(axis=-1, dtype=np.int64), r.sum(axis=-1, dtype=np.int64)
+
+
+def curvas2024_dice_from_row_counts(inter: np.ndarray, po: np.ndarray, ro: np.ndarray) -> float:
+    """:func:`curvas2024_rowwise_dice` from the per-row counts of :func:`curvas2024_row_counts` (shape
+    ``(*lead, X)``)."""
+    x = np.shape(ro)[-1]
+    inter = np.asarray(inter, dtype=np.float64).reshape(-1, x)[:, 1:]
+    po = np.asarray(po, dtype=np.float64).reshape(-1, x)[:, 1:]
+    ro = np.asarray(ro, dtype=np.float64).reshape(-1, x)[:, 1:]
     valid = ro > 0
     d = np.divide(2.0 * inter, ro + po, out=np.zeros_like(ro), where=valid)
     n_rows = valid.sum(axis=1)
