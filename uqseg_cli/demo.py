@@ -23,7 +23,7 @@ from uqseg_cli.progress import log
 class DemoConfig:
     """Size of the demo run. ``quick`` is for tests and smoke checks (seconds, not minutes)."""
 
-    cases: int = 48
+    cases: int = 88
     train_cases: int = 20
     height: int = 64
     width: int = 96
