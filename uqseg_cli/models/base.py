@@ -141,6 +141,30 @@ class SegModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+class EncoderDecoderHead(SegModel):
+    """Encoder → decoder → head networks (U-Net, FPN, Swin-UNet) with dropout before the head or in the decoder.
+
+    Subclasses provide ``_encoder(x) -> features``, ``_decoder(features) -> tensor``, the modules ``decoder`` and
+    ``head``, ``dropout_at`` (``"head"`` or ``"decoder"``) and ``encoder_attr`` (the name of the encoder module).
+    With dropout before the head, `encode` runs the decoder too, so MC dropout re-runs only the head.
+    """
+
+    encoder_attr: str = "backbone"
+    dropout_at: str = "head"
+
+    def encode(self, x: torch.Tensor) -> Features:
+        feats = self._encoder(x)
+        return [self._decoder(feats)] if self.dropout_at == "head" else feats
+
+    def decode(self, features: Features) -> torch.Tensor:
+        x = features[0] if self.dropout_at == "head" else self._decoder(features)
+        return self.head(x)
+
+    def encoder_parts(self) -> Sequence[nn.Module]:
+        enc = getattr(self, self.encoder_attr)
+        return [enc, self.decoder] if self.dropout_at == "head" else [enc]
+
+
 def conv_block(dims: int, cin: int, cout: int, n: int = 2) -> nn.Sequential:
     """``n`` times (3x3[x3] conv, batch norm, ReLU)."""
     Conv = nn.Conv2d if dims == 2 else nn.Conv3d

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uqseg_cli.models.base import Features, SegHead, SegModel, check_dropout_args, conv_block, spatial_dropout
+from uqseg_cli.models.base import EncoderDecoderHead, Features, SegHead, check_dropout_args, conv_block, spatial_dropout
 
 
-class FPNSeg(SegModel):
+class FPNSeg(EncoderDecoderHead):
     """timm backbone (features at strides 4, 8, 16, 32) + FPN top-down pathway + semantic merge at stride 4.
 
     Each pyramid level P_s (``pyramid_channels``) goes through a 3x3 conv block to ``segmentation_channels``,
@@ -74,13 +72,5 @@ class FPNSeg(SegModel):
             out = y if out is None else out + y
         return out
 
-    def encode(self, x: torch.Tensor) -> Features:
-        feats = list(self.backbone(x))
-        return [self._decoder(feats)] if self.dropout_at == "head" else feats
-
-    def decode(self, features: Features) -> torch.Tensor:
-        x = features[0] if self.dropout_at == "head" else self._decoder(features)
-        return self.head(x)
-
-    def encoder_parts(self) -> Sequence[nn.Module]:
-        return [self.backbone, self.decoder] if self.dropout_at == "head" else [self.backbone]
+    def _encoder(self, x: torch.Tensor) -> Features:
+        return list(self.backbone(x))

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uqseg_cli.models.base import Features, SegHead, SegModel, check_dropout_args, conv_block, spatial_dropout
+from uqseg_cli.models.base import EncoderDecoderHead, Features, SegHead, check_dropout_args, conv_block, spatial_dropout
 
 
-class SwinUNet(SegModel):
+class SwinUNet(EncoderDecoderHead):
     """Swin-Tiny (timm ``swin_tiny_patch4_window7_224`` with ``img_size`` and ``window_size``) features at strides
     4, 8, 16, 32 — timm returns them channels-last (NHWC), they are permuted to NCHW — and a U-shaped decoder:
     upsample x2, concatenate the skip, conv block, three times; the head predicts at stride 4, upsampled x4.
@@ -77,14 +77,3 @@ class SwinUNet(SegModel):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
         return x
-
-    def encode(self, x: torch.Tensor) -> Features:
-        feats = self._encoder(x)
-        return [self._decoder(feats)] if self.dropout_at == "head" else feats
-
-    def decode(self, features: Features) -> torch.Tensor:
-        x = features[0] if self.dropout_at == "head" else self._decoder(features)
-        return self.head(x)
-
-    def encoder_parts(self) -> Sequence[nn.Module]:
-        return [self.backbone, self.decoder] if self.dropout_at == "head" else [self.backbone]

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from uqseg_cli.models.base import Features, SegHead, SegModel, check_dropout_args, conv_block, spatial_dropout
+from uqseg_cli.models.base import EncoderDecoderHead, Features, SegHead, check_dropout_args, conv_block, spatial_dropout
 
 
-class UNet(SegModel):
+class UNet(EncoderDecoderHead):
     """U-Net with ``len(channels) - 1`` poolings, batch norm, transposed-conv upsampling and skip connections.
 
     Dropout (``dropout_at``): ``head`` — one spatial dropout before the head, `encode` runs encoder and decoder
@@ -18,6 +18,8 @@ class UNet(SegModel):
     of every decoder block and before the head, `encode` returns the encoder maps (finest first).
     Input: every spatial side a multiple of ``2 ** (len(channels) - 1)``.
     """
+
+    encoder_attr = "encoder"
 
     def __init__(
         self,
@@ -62,14 +64,3 @@ class UNet(SegModel):
         for up, block, skip in zip(self.ups, self.blocks, reversed(feats[:-1]), strict=True):
             x = block(torch.cat([up(x), skip], dim=1))
         return x
-
-    def encode(self, x: torch.Tensor) -> Features:
-        feats = self._encoder(x)
-        return [self._decoder(feats)] if self.dropout_at == "head" else feats
-
-    def decode(self, features: Features) -> torch.Tensor:
-        x = features[0] if self.dropout_at == "head" else self._decoder(features)
-        return self.head(x)
-
-    def encoder_parts(self) -> Sequence[nn.Module]:
-        return [self.encoder, self.decoder] if self.dropout_at == "head" else [self.encoder]
