@@ -8,6 +8,7 @@ input resolution. MC dropout (``bayes/mc_dropout.py``) can therefore run ``encod
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +46,7 @@ def check_dropout_args(dropout: float, dropout_at: str) -> None:
         raise ValueError(f"dropout_at must be one of {', '.join(DROPOUT_PLACES)}, got {dropout_at!r}")
 
 
-class SegModel(nn.Module):
+class SegModel(nn.Module, metaclass=abc.ABCMeta):
     """Base class: a segmentation network with an encoder/decoder split.
 
     Subclasses set ``dims`` (2 or 3), ``size_multiple`` (each spatial input side must be a multiple of it),
@@ -68,17 +69,17 @@ class SegModel(nn.Module):
         self.init_args: dict = {}
 
     # -- the split -------------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> Features:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def encode(self, x: torch.Tensor) -> Features:
         """``x`` (N, C, *spatial) float → list of feature tensors, each with batch dimension N first."""
-        raise NotImplementedError
 
-    def decode(self, features: Features) -> torch.Tensor:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def decode(self, features: Features) -> torch.Tensor:
         """Features from `encode` (batch N, or T*N after `repeat_features`) → logits (N, K, *spatial)."""
-        raise NotImplementedError
 
-    def encoder_parts(self) -> Sequence[nn.Module]:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def encoder_parts(self) -> Sequence[nn.Module]:
         """The submodules that `encode` runs (used to check where dropout sits)."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, K, *spatial) for input (N, C, *spatial); equals ``decode(encode(x))``."""
