@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tests.helpers import run_cli  # noqa: F401  (re-exported for the tests)
 from uqseg_cli.io.runner import StageRun, run_stage
 from uqseg_cli.io.store import write_array
 from uqseg_cli.models import create_model
@@ -55,18 +55,3 @@ def make_predict(out: Path, n_cases: int = 3, shape=(20, 24), seed: int = 0) -> 
 
     run_stage(StageRun("predict", out, {"class_names": CLASSES}, ids, quiet=True), process)
     return out
-
-
-def run_cli(*args: str) -> int:
-    """Run the real console entry point in-process; returns its exit code."""
-    from uqseg_cli.cli.app import main
-
-    old = sys.argv
-    sys.argv = ["uqseg", *map(str, args)]
-    try:
-        ret = main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        sys.argv = old
-    return int(ret or 0)

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from tests.helpers import run_cli  # noqa: F401  (re-exported for the tests)
 from uqseg_cli.models import create_model
 from uqseg_cli.models.checkpoint import Checkpoint, save_checkpoint
 from uqseg_cli.models.preprocessing import Preprocessing
-
-
-def run_cli(*args: str) -> int:
-    """Run the real console entry point in-process; returns its exit code."""
-    from uqseg_cli.cli.app import main
-
-    old = sys.argv
-    sys.argv = ["uqseg", *map(str, args)]
-    try:
-        ret = main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        sys.argv = old
-    return int(ret or 0)
 
 
 def write_disks(root: Path, n: int, size=(30, 40), seed: int = 0) -> tuple[Path, Path]:
