@@ -18,3 +18,10 @@ def run_cli(*args: object) -> int:
     finally:
         sys.argv = old
     return int(ret or 0)
+
+
+def run_captured(capsys, *args: object) -> tuple[int, str, str]:
+    """`run_cli` with pytest's ``capsys``: returns (exit code, stdout, stderr)."""
+    code = run_cli(*args)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -5,29 +5,21 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import run_captured
 from tests.quality.synth import write_chain
 from uqseg_cli.aggregate import RegionParams, boundary_band, region_scores, volume_ml
-from uqseg_cli.cli.app import main
 from uqseg_cli.metrics.regression import pearson, spearman
 from uqseg_cli.metrics.surface import hd95
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run `uqseg ARGS` through the console entry point; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["uqseg", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_captured(capsys, *args)
 
 
 @pytest.fixture

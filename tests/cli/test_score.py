@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 
 import h5py
 import numpy as np
@@ -12,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.helpers import run_captured
 from tests.quality.synth import write_chain
-from uqseg_cli.cli.app import main
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.metrics.regression import regression_summary
 from uqseg_cli.quality.checkpoint import load_quality_model
@@ -23,14 +22,8 @@ FAST = ["--backbone", "test_resnet", "--input-size", "32", "--epochs", "1", "--b
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["uqseg", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    """Run `uqseg ARGS` through the console entry point; returns (exit code, stdout, stderr)."""
+    return run_captured(capsys, *args)
 
 
 @pytest.fixture
