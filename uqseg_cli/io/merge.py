@@ -110,6 +110,7 @@ def merge_parts(paths: Sequence[Path], out: Path, allow_missing: bool = False, o
                 cases = dst.create_group("cases")
                 for p in parts:
                     for cid in p.case_ids:
+                        p.check_case(cid)  # never copy what another file holds
                         p.h5.copy(p.h5[f"cases/{cid}"], cases, name=cid)
             os.replace(tmp, out)
         finally:

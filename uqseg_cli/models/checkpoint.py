@@ -14,10 +14,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import pickle
 import re
-import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -96,24 +93,10 @@ def save_checkpoint(path: Path | str, model: SegModel, meta: Checkpoint) -> Path
 
 def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> tuple[Checkpoint, dict]:
     """Load ``(meta, state_dict)`` with ``weights_only=True``; one-line `InputError` for anything else."""
+    from uqseg_cli.io.untrusted import load_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols of foreign files
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if m:
-            raise InputError(
-                f"{path}: refused: the file carries pickled Python objects ({m.group(1)}), which a uqseg checkpoint "
-                "never does (loading it could run code)"
-            ) from None
-        raise InputError(f"{path}: not a uqseg checkpoint (not a torch weights file)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a uqseg checkpoint (cannot be read as a torch file: {first[:120]})") from None
+    payload = load_torch_file(path, "uqseg checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path}: not a uqseg checkpoint (a torch file without the uqseg header)")
     if payload.get("version") != VERSION:
