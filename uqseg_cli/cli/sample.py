@@ -189,6 +189,8 @@ def sample(
             "amp": amp_on,
             "checkpoint_fingerprints": [checkpoint_fingerprint(p) for p in ckpts],
             "class_names": list(predictors[0].ckpt.class_names),
+            # forward passes per batch change the last bits of the sums (~1e-6): part of the resume config
+            "batch_size": int(batch_size),
         }
         if "mcdropout" in chosen:
             config["mcdropout_mode"] = mc_dropout_mode(predictors[0].model)
@@ -224,6 +226,7 @@ def sample(
             part_id=p_id,
             overwrite=overwrite,
             quiet=quiet,
+            inputs=[("-m", p) for p in ckpts],
         )
         log(
             f"sampling {', '.join(f'{m} (T={T[m]})' for m in chosen)} for {len(case_ids)} case(s) on {dev}", quiet

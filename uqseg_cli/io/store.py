@@ -65,10 +65,14 @@ def config_json(config: dict) -> str:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    """Names of options that differ between two configs, as ``name: old -> new``."""
+    """Names of options that differ between two configs, as ``name: old -> new`` (with the CLI option for
+    input identities, e.g. ``input (-i/--input): 'a' -> 'b'``)."""
+    from uqseg_cli.io.fingerprint import OPTION_NAMES
+
     keys = sorted(set(old) | set(new))
     return [
-        f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+        f"{k}{f' ({OPTION_NAMES[k]})' if k in OPTION_NAMES and OPTION_NAMES[k] != k else ''}: "
+        f"{old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
         for k in keys
         if old.get(k) != new.get(k)
     ]
