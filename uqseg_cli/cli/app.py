@@ -10,8 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from uqseg_cli import __version__
-from uqseg_cli import signals
+from uqseg_cli import __version__, signals
 from uqseg_cli.errors import EXIT_CASE_FAILED, EXIT_USAGE, UqsegError, disk_full_message, is_disk_full
 
 # Subcommand modules in pipeline order; each exposes `register(app)`. A stage is listed only when it works.

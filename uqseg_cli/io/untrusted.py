@@ -40,7 +40,8 @@ def _check_dataset(ds: h5py.Dataset, path: Path | str, where: str) -> None:
     if plist.get_layout() == h5py.h5d.VIRTUAL:
         _refuse(path, where, "a virtual dataset")
     if plist.get_external_count() > 0:
-        _refuse(path, where, f"a dataset stored in an external file ({plist.get_external(0)[0].decode(errors='replace')!r})")
+        target = plist.get_external(0)[0].decode(errors="replace")
+        _refuse(path, where, f"a dataset stored in an external file ({target!r})")
 
 
 def check_members(group: h5py.Group, path: Path | str) -> None:
@@ -151,4 +152,6 @@ def load_torch_file(path: Path | str, what: str, map_location="cpu"):
             ) from None
         if isinstance(exc, MemoryError):
             raise
-        raise InputError(f"{path}: not a {what}: it is {_torch_kind(path)}, expected a torch file written by uqseg") from None
+        raise InputError(
+            f"{path}: not a {what}: it is {_torch_kind(path)}, expected a torch file written by uqseg"
+        ) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,10 @@ class Checkpoint:
     val_dice: float | None = None
     data_fingerprint: str = ""
     training: dict = field(default_factory=dict)
+    # in the main checkpoint (member 0) of `train`: the file names of every member, itself first, and the
+    # fingerprints of members 1.. — an ensemble loads exactly these, never stray seg.member<k>.pt files
+    member_files: list[str] = field(default_factory=list)
+    member_fingerprints: list[str] = field(default_factory=list)
     uqseg_version: str = __version__
 
     @property
@@ -85,9 +90,12 @@ def save_checkpoint(path: Path | str, model: SegModel, meta: Checkpoint) -> Path
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "meta": meta.to_json(), "state_dict": state}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: two writers never share it
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -153,6 +161,9 @@ def resolve_members(spec: Path | str) -> list[Path]:
     s = str(spec)
     p = Path(s)
     if p.is_file():
+        recorded = _recorded_members(p)
+        if recorded is not None:
+            return recorded
         sibs = []
         for q in p.parent.glob(f"{glob.escape(p.stem)}.member*{p.suffix}"):
             m = _MEMBER.search(q.name[: len(q.name) - len(p.suffix)] if p.suffix else q.name)
@@ -168,6 +179,24 @@ def resolve_members(spec: Path | str) -> list[Path]:
     if not matches:
         raise InputError(f"{s}: no checkpoint matches")
     return matches
+
+
+def _recorded_members(p: Path) -> list[Path] | None:
+    """The members a `train` checkpoint records (checked against their fingerprints), or None for a checkpoint
+    that records none (older files, single checkpoints made elsewhere: then the siblings are globbed)."""
+    meta, _ = read_checkpoint(p)
+    if not meta.member_files:
+        return None
+    paths = [p] + [p.parent / name for name in meta.member_files[1:]]
+    for q, fp in zip(paths[1:], meta.member_fingerprints, strict=False):
+        if not q.is_file():
+            raise InputError(f"{q}: ensemble member recorded in {p.name} is missing (moved or deleted?)")
+        if fp and checkpoint_fingerprint(q) != fp:
+            raise InputError(
+                f"{q}: is not the member recorded in {p.name} (the file changed since training; retrain, or pass "
+                "the members explicitly)"
+            )
+    return paths
 
 
 def _member_key(q: Path) -> tuple:
