@@ -200,7 +200,9 @@ class StageFile:
         try:
             self.h5 = h5py.File(self.path, "r")
         except OSError:
-            raise StoreError(f"{self.path}: not a uqseg file: {_file_kind(self.path)}, expected HDF5") from None
+            raise StoreError(
+                f"{self.path}: not a readable HDF5 file: it is {_file_kind(self.path)}, expected a uqseg stage file"
+            ) from None
         try:
             self._read_root(expect_stage)
         except BaseException:
