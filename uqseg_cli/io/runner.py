@@ -27,7 +27,7 @@ from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
 from uqseg_cli.io.lock import OutputLock
 from uqseg_cli.io.sharding import part_path, select_part
 from uqseg_cli.io.store import StageFile, config_diff, config_json, relpath, write_root
-from uqseg_cli.io.untrusted import check_self_contained, check_tree
+from uqseg_cli.io.untrusted import UntrustedFileError, check_self_contained, check_tree
 from uqseg_cli.progress import Progress, log, warn
 
 META = "meta.json"
@@ -218,6 +218,8 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
                     tmp.unlink(missing_ok=True)
                     if is_disk_full(exc):
                         raise _disk_full(tmp, exc, len(journalled), partial) from None
+                    if isinstance(exc, UntrustedFileError):
+                        raise  # a crafted input file: refuse the run, not just the case
                     result.failed[cid] = _error_line(exc)
                     progress.advance(cid, "FAILED")
                     warn(f"case {cid}: {result.failed[cid]}")

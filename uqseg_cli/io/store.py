@@ -212,6 +212,22 @@ class StageFile:
         self._parent: StageFile | None = None
         self._parent_loaded = False
         self._checked: set[str] = set()
+        if expect_stage is not None:  # a stage reading its input: every ancestor checked before any case
+            try:
+                self.verify_lineage()
+            except BaseException:
+                self.close()
+                raise
+
+    def verify_lineage(self) -> None:
+        """Check every ancestor present on disk against the fingerprint its child recorded (`StoreError` if one
+        changed); a missing ancestor is reported only when a case needs it."""
+        sf: StageFile | None = self
+        while sf is not None:
+            pp = sf.parent_path
+            if pp is None or not pp.exists():
+                return
+            sf = sf.parent
 
     def _read_root(self, expect_stage: str | Sequence[str] | None) -> None:
         from uqseg_cli.io.untrusted import check_file_top

@@ -18,8 +18,12 @@ from uqseg_cli.errors import StoreError
 _SAFE_LINKS = (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT)  # soft links cannot leave the file
 
 
+class UntrustedFileError(StoreError):
+    """A stage file that reads other files: the whole run stops (not just the case)."""
+
+
 def _refuse(path: Path | str, where: str, what: str) -> None:
-    raise StoreError(
+    raise UntrustedFileError(
         f"{path}: refused: {where} is {what}, which makes HDF5 read other files; uqseg files never hold one "
         "(the file was made by another tool, or crafted)"
     )
