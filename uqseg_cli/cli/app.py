@@ -150,4 +150,8 @@ def main() -> None:
         first = (str(exc).strip().splitlines() or [""])[0]
         typer.echo(f"uqseg: error: {name}: {first} (run with --debug for the traceback)", err=True)
         sys.exit(EXIT_USAGE)
+    if rc in (130, 143):  # typer turns KeyboardInterrupt (SIGINT, SIGTERM via signals) into a quiet Exit(130)
+        code = signals.exit_code()
+        typer.echo("uqseg: terminated" if code != 130 else "uqseg: interrupted", err=True)
+        sys.exit(code)
     sys.exit(rc if isinstance(rc, int) else 0)

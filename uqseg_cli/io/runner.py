@@ -68,6 +68,44 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _write_case(tmp: Path, cid: str, process: Callable[[str, h5py.Group], None]) -> None:
+    """Build the case's journal file in memory (HDF5 core driver) and write its bytes with plain Python I/O.
+
+    HDF5 never writes to the disk here, so a full disk (or a ``ulimit -f``) is a clean ``OSError`` instead of an
+    HDF5 write failure, which leaves h5py objects that fail again on deallocation and can crash the process.
+    Costs one compressed copy of the case in memory.
+    """
+    f = h5py.File(f"<journal {cid}>", "w", driver="core", backing_store=False)
+    try:
+        g = f.create_group(f"cases/{cid}")
+        process(cid, g)
+        g.attrs["complete"] = True
+        del g
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    with open(tmp, "wb") as fh:
+        fh.write(image)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _check_room(out: Path, need: int) -> None:
+    """Refuse to start writing ``need`` bytes at ``out`` when the disk or the file-size limit cannot take them
+    (HDF5 failing half way through a write is what must not happen)."""
+    import resource
+
+    need = int(need * 1.05) + (1 << 16)
+    free = shutil.disk_usage(out.parent if str(out.parent) else ".").free
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if hasattr(resource, "RLIMIT_FSIZE") else -1
+    if need > free:
+        raise OSError(28, f"needs about {need >> 20} MiB, {free >> 20} MiB free", str(out))
+    if soft not in (-1, resource.RLIM_INFINITY) and need > soft:
+        raise OSError(27, f"File too large: needs about {need >> 10} KiB, the file-size limit is {soft >> 10} KiB",
+                      str(out))
+
+
 def _journal_ok(path: Path, case_id: str) -> bool:
     try:
         with h5py.File(path, "r") as f:
@@ -198,11 +236,7 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
             for cid in todo:
                 tmp = partial / f"{cid}.h5.tmp"
                 try:
-                    with h5py.File(tmp, "w") as f:
-                        g = f.create_group(f"cases/{cid}")
-                        process(cid, g)
-                        g.attrs["complete"] = True
-                    _fsync(tmp)
+                    _write_case(tmp, cid, process)
                     os.replace(tmp, partial / f"{cid}.h5")
                     journalled.add(cid)
                     result.done.append(cid)
@@ -228,6 +262,10 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
         finally:
             progress.close()
 
+        if replacing and out.exists() and not journalled and result.failed:
+            warn(f"{out}: no case succeeded; the existing output is left as it was (--overwrite replaces it only "
+                 "with a run that produced cases)")
+            return result
         try:
             _consolidate(
                 run, out, partial, config, sorted(journalled), already, result.failed, parent_rel, parent_fp
@@ -254,6 +292,8 @@ def _consolidate(
     """Write ``<out>`` from the journal (and the old ``<out>``'s cases) via a temporary file and ``os.replace``."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     done = sorted(set(journalled) | already)
+    _check_room(out, sum((partial / f"{c}.h5").stat().st_size for c in journalled)
+                + (out.stat().st_size if already and out.exists() else 0))
     try:
         with h5py.File(tmp, "w") as dst:
             write_root(
