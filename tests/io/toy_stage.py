@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from uqseg_cli import signals
-from uqseg_cli.errors import CaseError
+from uqseg_cli.errors import CaseError, UqsegError
 from uqseg_cli.io.runner import StageRun, run_stage
 from uqseg_cli.io.store import write_array
 from uqseg_cli.rng import case_numpy_rng
@@ -65,4 +65,8 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     signals.install()
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except UqsegError as exc:  # as the real entry point does: one line and the documented exit code
+        print(f"uqseg: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
