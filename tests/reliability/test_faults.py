@@ -253,8 +253,8 @@ print(held, overlaps)
 
 def test_two_processes_racing_for_the_lock_never_overlap(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-c", RACER, str(tmp_path / "out.h5"), str(tmp_path / "inside"), "400"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = [sys.executable, "-c", RACER, str(tmp_path / "out.h5"), str(tmp_path / "inside"), "3000"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
     results = [tuple(map(int, p.communicate(timeout=300)[0].split())) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sum(h for h, _ in results) > 0
