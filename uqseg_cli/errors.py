@@ -53,3 +53,23 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full_message(where: object, exc: BaseException | None = None) -> str:
     why = "file size limit reached" if exc is not None and "too large" in str(exc).lower() else ""
     return f"{where}: no space left on device{f' ({why})' if why else ''}"
+
+
+def check_room(out: object, need: int) -> None:
+    """Raise `DiskFullError` when the disk holding ``out``, or the file-size limit (``ulimit -f``), cannot take
+    about ``need`` bytes — checked before a write that a library (HDF5, torch) could not end cleanly."""
+    import os
+    import resource
+    import shutil
+
+    need = int(need * 1.05) + (1 << 16)
+    folder = os.path.dirname(os.path.abspath(str(out)))
+    free = shutil.disk_usage(folder).free
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if hasattr(resource, "RLIMIT_FSIZE") else -1
+    if need > free:
+        raise DiskFullError(f"{out}: no space left on device (needs about {need >> 20} MiB, {free >> 20} MiB free)")
+    if soft not in (-1, resource.RLIM_INFINITY) and need > soft:
+        raise DiskFullError(
+            f"{out}: no space left on device (file size limit reached: needs about {need >> 10} KiB, "
+            f"ulimit -f allows {soft >> 10} KiB)"
+        )

@@ -281,7 +281,8 @@ def disk_full(world: Path, tmp: Path, report: list) -> None:
     d = copy_world(world, tmp / "full-aggregate")
     p = uqseg_subprocess("aggregate", "-o", "f2.csv", "-q", cwd=d, preexec_fn=_limit(512))
     _, err = p.communicate(timeout=600)
-    ok = p.returncode == 1 and err.count("\n") == 1 and "no space left" in err and not (d / "f2.csv").exists()
+    ok = (p.returncode == 1 and err.count("\n") == 1 and "f2.csv: no space left" in err
+          and not (d / "f2.csv").exists())
     report.append({"part": "disk-full", "id": "aggregate-csv", "ok": ok, "problems": [] if ok else [err[-200:]]})
     print(f"{'ok ' if ok else 'FAIL'} disk-full aggregate (CSV): exit {p.returncode} {err.strip()[-120:]}", flush=True)
 

@@ -49,6 +49,7 @@ def hashes(root: Path) -> dict[str, str]:
 
 
 def uqseg_subprocess(*args: object, cwd: Path, env_extra: dict | None = None, **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **(env_extra or {}))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.update(env_extra or {})
     return subprocess.Popen([sys.executable, "-m", "uqseg_cli", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)

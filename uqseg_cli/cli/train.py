@@ -225,7 +225,9 @@ def train(
     cases, failed = [], {}
     for spec in specs:
         try:
-            cases.append(load_case(spec))
+            # masks are checked against --class-names when given (else: 0/1, 0/255 or small integer labels)
+            cases.append(load_case(spec, class_names=[c.strip() for c in class_names.split(",")] if class_names
+                                   else None))
         except InputError as exc:
             failed[spec.id] = str(exc)
             warn(f"case {spec.id}: {exc}")

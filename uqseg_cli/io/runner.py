@@ -22,7 +22,7 @@ from pathlib import Path
 
 import h5py
 
-from uqseg_cli.errors import DiskFullError, StoreError, UqsegError, disk_full_message, is_disk_full
+from uqseg_cli.errors import DiskFullError, StoreError, UqsegError, check_room, disk_full_message, is_disk_full
 from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
 from uqseg_cli.io.lock import OutputLock
 from uqseg_cli.io.sharding import part_path, select_part
@@ -89,21 +89,6 @@ def _write_case(tmp: Path, cid: str, process: Callable[[str, h5py.Group], None])
         fh.write(image)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _check_room(out: Path, need: int) -> None:
-    """Refuse to start writing ``need`` bytes at ``out`` when the disk or the file-size limit cannot take them
-    (HDF5 failing half way through a write is what must not happen)."""
-    import resource
-
-    need = int(need * 1.05) + (1 << 16)
-    free = shutil.disk_usage(out.parent if str(out.parent) else ".").free
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if hasattr(resource, "RLIMIT_FSIZE") else -1
-    if need > free:
-        raise OSError(28, f"needs about {need >> 20} MiB, {free >> 20} MiB free", str(out))
-    if soft not in (-1, resource.RLIM_INFINITY) and need > soft:
-        raise OSError(27, f"File too large: needs about {need >> 10} KiB, the file-size limit is {soft >> 10} KiB",
-                      str(out))
 
 
 def _journal_ok(path: Path, case_id: str) -> bool:
@@ -270,6 +255,9 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
             _consolidate(
                 run, out, partial, config, sorted(journalled), already, result.failed, parent_rel, parent_fp
             )
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc}; {len(journalled)} finished case(s) kept in {partial} — free space and "
+                                "rerun the same command to resume") from None
         except Exception as exc:
             if is_disk_full(exc):
                 raise _disk_full(out, exc, len(journalled), partial) from None
@@ -292,7 +280,7 @@ def _consolidate(
     """Write ``<out>`` from the journal (and the old ``<out>``'s cases) via a temporary file and ``os.replace``."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     done = sorted(set(journalled) | already)
-    _check_room(out, sum((partial / f"{c}.h5").stat().st_size for c in journalled)
+    check_room(out, sum((partial / f"{c}.h5").stat().st_size for c in journalled)
                 + (out.stat().st_size if already and out.exists() else 0))
     try:
         with h5py.File(tmp, "w") as dst:

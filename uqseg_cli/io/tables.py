@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from uqseg_cli.errors import UqsegError
+from uqseg_cli.errors import DiskFullError, UqsegError, disk_full_message, is_disk_full
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -25,6 +25,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(disk_full_message(path, exc)) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

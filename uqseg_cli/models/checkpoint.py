@@ -91,9 +91,18 @@ def save_checkpoint(path: Path | str, model: SegModel, meta: Checkpoint) -> Path
     payload = {"format": FORMAT, "version": VERSION, "meta": meta.to_json(), "state_dict": state}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: two writers never share it
+    from uqseg_cli.errors import check_room
+
+    check_room(path, sum(t.numel() * t.element_size() for t in state.values()))  # torch fails messily otherwise
     try:
         torch.save(payload, tmp)
         tmp.replace(path)
+    except (OSError, RuntimeError) as exc:
+        from uqseg_cli.errors import DiskFullError, disk_full_message, is_disk_full
+
+        if is_disk_full(exc) or "file write failed" in str(exc):  # torch's writer does not keep the errno
+            raise DiskFullError(disk_full_message(path, exc)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
