@@ -189,7 +189,7 @@ ROWS: list[Row] = [
     # ---- usage errors and unreadable files (existing behaviour, kept) ----
     Row("missing-input", "old", ["predict", "-i", "nope", "-o", "p2.h5", *P], 2, r"nope: input not found"),
     Row("missing-checkpoint", "old", ["predict", "-i", "images", "-m", "none.pt", "-o", "p2.h5", *P], 2,
-        r"none\.pt: uqseg checkpoint not found"),
+        r"none\.pt: checkpoint not found"),
     Row("bad-device", "old", ["predict", "-i", "images", "-o", "p2.h5", "--device", "tpu", "-q"], 2, r"--device"),
     Row("wrong-stage", "old", ["sample", "-i", "samples.h5", "-o", "s2.h5", *P], 2,
         r"is a 'sample' file, expected predict"),

@@ -137,7 +137,7 @@ def load_torch_file(path: Path | str, what: str, map_location="cpu"):
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: {what} not found")
+        raise InputError(f"{path}: {what.removeprefix('uqseg ')} not found")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols of foreign files
