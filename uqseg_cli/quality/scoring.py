@@ -19,7 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from uqseg_cli.aggregate import REGIONS, VOLUME_REGIONS, CombinedStats, add_combined, feature_matrix
+from uqseg_cli.aggregate import (
+    AGREEMENT_REGIONS,
+    REGIONS,
+    SHAPE_REGIONS,
+    VOLUME_REGIONS,
+    CombinedStats,
+    add_combined,
+    feature_matrix,
+)
 from uqseg_cli.metrics.regression import regression_summary
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import (
@@ -47,21 +55,36 @@ class Batch:
     measures: list[str]  # all measures available
     labelled: np.ndarray = field(init=False)
 
+    @property
+    def available(self) -> set[str]:
+        """The ``measure/region`` features present in ``long``."""
+        return set((self.long["measure"] + "/" + self.long["region"]).unique())
+
     def set_labelled(self, include_train_cases: bool) -> None:
         ok = np.isfinite(self.target)
         self.labelled = ok if include_train_cases else ok & ~self.train_case
 
 
-def feature_names(measure: str, measures: Sequence[str], for_baseline: bool) -> list[str]:
-    """Aggregated features used for ``measure`` (``"combined"`` = all measures, their combined score, volumes).
+EXTRA_FEATURES: tuple[str, ...] = tuple(
+    [f"agreement/{r}" for r in AGREEMENT_REGIONS] + [f"shape/{r}" for r in SHAPE_REGIONS]
+)
 
-    A single measure uses its five region scores (plus the volume scores as regressor input, not as baseline)."""
+
+def feature_names(
+    measure: str, measures: Sequence[str], for_baseline: bool, available: set[str] | None = None
+) -> list[str]:
+    """Aggregated features used for ``measure`` (``"combined"`` = all measures, their combined score, volumes,
+    agreement and shape features).
+
+    A single measure uses its five region scores (plus the volume, agreement and shape scores as regressor input,
+    not as baseline). ``available`` (the features present) drops agreement/shape features a file does not have."""
     ms = list(measures) if measure == COMBINED else [measure]
     names = [f"{m}/{r}" for m in ms for r in REGIONS]
     if measure == COMBINED:
         names.append(f"{COMBINED}/foreground")
     if measure == COMBINED or not for_baseline:
         names += [f"volume/{r}" for r in VOLUME_REGIONS]
+        names += [n for n in EXTRA_FEATURES if available is None or n in available]
     return names
 
 
@@ -112,7 +135,7 @@ def predict_features(
     batch: Batch, method: str, measure: str, kind: str, folds: np.ndarray | None, seed: int
 ) -> Prediction:
     """Feature-regression framework (``kind`` linear or forest), cross-fitted when ``folds`` is given."""
-    names = feature_names(measure, batch.measures, for_baseline=False)
+    names = feature_names(measure, batch.measures, for_baseline=False, available=batch.available)
     x = feature_matrix(batch.long, method, names, batch.case_ids)
     y = batch.target
     lab, split = _splits(batch, folds)
@@ -143,7 +166,7 @@ def predict_features_loaded(batch: Batch, method: str, meta: dict, arrays: dict)
 
 def predict_baseline_cv(batch: Batch, method: str, measure: str, folds: np.ndarray | None) -> Prediction | None:
     """Best single feature (chosen and fitted inside each training fold), out-of-fold on the labelled cases."""
-    names = feature_names(measure, batch.measures, for_baseline=True)
+    names = feature_names(measure, batch.measures, for_baseline=True, available=batch.available)
     x = feature_matrix(batch.long, method, names, batch.case_ids)
     lab = np.flatnonzero(batch.labelled)
     if folds is None or len(lab) < 3:
