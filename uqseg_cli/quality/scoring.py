@@ -41,7 +41,12 @@ from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn
 from uqseg_cli.rng import case_seed
 
 COMBINED = "combined"
-SUMMARY_COLUMNS = ["method", "measure", "framework", "n", "r2", "pearson", "spearman", "mae", "aurc", "detail"]
+SUMMARY_COLUMNS = [
+    "method", "measure", "framework", "n", "r2", "pearson", "spearman", "mae", "aurc", "beats_baseline", "detail",
+]
+CNN_MIN_LABELLED = 300
+"""Below this many labelled cases a CNN regressor does not learn reliably (PH2, 100 cases: below the features
+regressor, seed sd of R² ≈ 0.1); ``score`` says so and recommends ``--framework features``."""
 
 
 @dataclass
@@ -314,7 +319,20 @@ def summary_rows(
             s = {**s, "aurc": math.nan}
         rows.append({"method": method, "measure": measure, "framework": fw, **s,
                      "detail": details.get((method, measure, fw), "")})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out["beats_baseline"] = beats_baseline(out)
+    return out
+
+
+def beats_baseline(summary: pd.DataFrame) -> pd.Series:
+    """Per summary row: does the regressor's R² exceed the best single feature's of the same method and measure?
+    ``True``/``False`` for regressors, empty for the baseline itself and where either R² is undefined."""
+    base = summary[summary["framework"] == "baseline"].set_index(["method", "measure"])["r2"]
+    out = []
+    for r in summary.itertuples():
+        b = base.get((r.method, r.measure), math.nan) if r.framework != "baseline" else math.nan
+        out.append("" if not (math.isfinite(float(b)) and math.isfinite(float(r.r2))) else bool(r.r2 > b))
+    return pd.Series(out, index=summary.index, dtype=object)
 
 
 def make_folds(batch: Batch, cv: int, seed: int) -> np.ndarray | None:
@@ -325,7 +343,9 @@ def make_folds(batch: Batch, cv: int, seed: int) -> np.ndarray | None:
 
 
 __all__ = [
+    "CNN_MIN_LABELLED",
     "Batch",
+    "beats_baseline",
     "COMBINED",
     "Prediction",
     "cnn_meta",
