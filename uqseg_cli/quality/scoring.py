@@ -195,9 +195,10 @@ def predict_baseline_cv(batch: Batch, method: str, measure: str, folds: np.ndarr
 
 def cnn_meta(
     view, framework: str, method: str, measure: str, measures: Sequence[str], backbone: str,
-    input_size: Sequence[int] | None, target: str, pretrained: bool, num_classes: int,
+    input_size: Sequence[int] | None, target: str, pretrained: bool, num_classes: int, agreement: bool = True,
 ) -> dict:
-    """The description of a CNN regressor for the data of ``view`` (first case of the batch)."""
+    """The description of a CNN regressor for the data of ``view`` (first case of the batch); ``agreement`` adds the
+    method's vote-fraction map as the last channel where the file has vote counts."""
     seg_ndim = len(view.dataset("segmentation").shape)
     dims = 3 if seg_ndim == 3 else 2
     img_c = 0
@@ -223,7 +224,9 @@ def cnn_meta(
         "input_size": size,
         "num_classes": int(num_classes),
         "image_channels": img_c,
-        "channels": channel_names(framework, img_c, num_classes, ms),
+        "channels": channel_names(
+            framework, img_c, num_classes, ms, method if agreement and view.has(f"{method}/votes") else None
+        ),
         "dropout": 0.2,
     }
 
