@@ -78,9 +78,13 @@ def base(args) -> None:
     log = work / "commands.log"
     split(work, args.seg_cases, args.fit_cases, args.split_seed)
     seg = work / "seg.pt"
-    if not seg.exists():
-        sh(["train", "-i", work / "seg.csv", "-m", args.arch, "--epochs", args.epochs, "--members", args.members,
-            "--seed", 0, "--threads", args.threads, "-o", seg], log)
+    # one run per ensemble member (seed k -> seg.member<k>.pt, found by `sample -m seg.pt`): each run is short,
+    # resumable at member granularity, and the members can run as separate jobs
+    for k in range(args.members):
+        out = seg if k == 0 else work / f"seg.member{k}.pt"
+        if not out.exists():
+            sh(["train", "-i", work / "seg.csv", "-m", args.arch, "--epochs", args.epochs, "--seed", k,
+                "--threads", args.threads, "-o", out], log)
     for part in ("fit", "test", "ph2"):
         pre, smp, unc = (work / f"{stage}_{part}.h5" for stage in ("predict", "samples", "uncertainty"))
         fea = work / f"features_{part}.csv"
@@ -225,7 +229,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("-T", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", help='JSON {"name": [extra score options]} (default: {"default": []})')
     args = ap.parse_args()

@@ -23,6 +23,7 @@ from uqseg_cli.quality.features import FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.models import create_quality_model
 from uqseg_cli.quality.scoring import (
+    ALL_METHODS,
     CNN_MIN_LABELLED,
     COMBINED,
     Batch,
@@ -72,7 +73,12 @@ def score(
     ] = "scores.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Uncertainty method(s), e.g. tta (repeat or comma list) (default: all)."),
+        typer.Option(
+            "--method",
+            "-m",
+            help="Uncertainty method(s), e.g. tta (repeat or comma list); joint = the features of every method side "
+            "by side (features framework) (default: each method).",
+        ),
     ] = None,
     measure: Annotated[
         list[str] | None,
@@ -231,7 +237,13 @@ def score(
         seed=seed, pretrained=pretrained, loss=loss,
     )
     with StageFile(src, expect_stage="uncertainty") as sf:
-        ids, methods, all_measures = pick_methods_measures(sf, method, None)
+        all_methods = split_list(method) == [ALL_METHODS]
+        ids, methods, all_measures = pick_methods_measures(sf, None if all_methods else method, None)
+        if all_methods:
+            if any(f != "features" for f in frameworks):
+                raise UqsegError("--method joint (every method's features side by side) works with --framework "
+                                 "features only")
+            methods = [ALL_METHODS]
         wanted = split_list(measure) or [COMBINED]
         if "all" in wanted:
             wanted = [*all_measures, COMBINED]
@@ -240,8 +252,9 @@ def score(
             raise UqsegError(f"--measure {','.join(bad)}: not in {src} (it has {', '.join(all_measures)}, or combined)")
         prog = Progress(len(ids), "score: reading", quiet=quiet)
         try:
+            read = sf.case(ids[0]).keys() if all_methods else methods
             got = collect_features(
-                sf, ids, methods, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False
+                sf, ids, read, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False
             )
         finally:
             prog.close()
