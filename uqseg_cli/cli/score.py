@@ -19,7 +19,7 @@ from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, read_table, write_table
 from uqseg_cli.progress import Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
-from uqseg_cli.quality.features import FEATURE_MODELS
+from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.models import create_quality_model
 from uqseg_cli.quality.scoring import (
@@ -144,6 +144,14 @@ def score(
             "predict.h5, when it has the same backbone), none, or a checkpoint path. (default: auto)",
         ),
     ] = "auto",
+    feature_models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature-models",
+            help="Regressors of the features framework: linear, forest, boost (gradient-boosted trees); comma list. "
+            "(default: linear,forest)",
+        ),
+    ] = None,
     agreement_channel: Annotated[
         bool,
         typer.Option(
@@ -229,6 +237,11 @@ def score(
 
     from uqseg_cli.quality.training import LOSSES
 
+    kinds = split_list(feature_models) or list(FEATURE_MODELS)
+    bad = [k for k in kinds if k not in ALL_FEATURE_MODELS]
+    if bad:
+        raise UqsegError(f"--feature-models {','.join(bad)}: choose from {', '.join(ALL_FEATURE_MODELS)}")
+
     if loss not in LOSSES:
         raise UqsegError(f"--loss {loss!r}: choose from {', '.join(LOSSES)}")
     dev = resolve_device(device)
@@ -311,7 +324,7 @@ def score(
                         continue
                     if fw == "features":
                         arrays, fmeta = {}, None
-                        for kind in FEATURE_MODELS:
+                        for kind in kinds:
                             p = predict_features(batch, m, meas, kind, folds, seed)
                             preds.append(p)
                             arrays.update(p.arrays)
