@@ -256,3 +256,23 @@ def test_agreement_features_from_stored_samples(tmp_path, monkeypatch, capsys):
                 shape = feats[(feats.case == cid) & (feats.method == method) & (feats.measure == "shape")]
                 assert set(shape.region) == {"components", "area_fraction", "border_fraction"}
     assert checked >= 3  # most case/method pairs have no near-tie in the float16 samples
+
+
+def test_ensemble_of_separately_trained_checkpoints_uses_each_ones_normalisation(tmp_path, monkeypatch):
+    """Checkpoints trained in separate runs measure their own mean/std: each member preprocesses the image itself."""
+    from uqseg_cli.inference import Predictor
+
+    monkeypatch.chdir(tmp_path)
+    make_predict(tmp_path / "predict.h5", n_cases=1)
+    a = make_checkpoint(tmp_path / "a.pt", seed=1, mean=0.4, std=0.3)
+    b = make_checkpoint(tmp_path / "b.pt", seed=2, mean=0.5, std=0.25)
+    assert run_cli("sample", "-m", f"{a},{b}", "--method", "ensemble", "-q") == 0
+    with h5py.File("samples.h5", "r") as f, h5py.File("predict.h5", "r") as p:
+        image = p["cases/case00/image"][()]
+        got = f["cases/case00/ensemble/sum_p"][()]
+    ref = sum(Predictor.from_checkpoint(c, torch.device("cpu"), 8, False).predict_proba(image, "case00").numpy()
+              for c in (a, b))
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    # a member on another grid is still refused, naming the option
+    c = make_checkpoint(tmp_path / "c.pt", dims=3)
+    assert run_cli("sample", "-m", f"{a},{c}", "--method", "ensemble", "-o", "x.h5", "-q") != 0

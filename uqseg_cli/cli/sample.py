@@ -239,11 +239,20 @@ def sample(
 
 
 def _check_members(paths, predictors) -> None:
-    """Every member must share the first one's preprocessing, classes and dimensionality."""
+    """Every member must share the first one's input grid, channels, classes and dimensionality; normalisation
+    statistics may differ (separately trained checkpoints measure them on their own training data)."""
     ref = predictors[0]
+
+    def grid(pred) -> dict:
+        return {k: v for k, v in pred.ckpt.preprocessing.to_dict().items() if k not in ("mean", "std")}
+
     for p, pred in zip(paths[1:], predictors[1:], strict=True):
-        if pred.ckpt.preprocessing.to_dict() != ref.ckpt.preprocessing.to_dict():
-            raise InputError(f"{p}: preprocessing differs from {paths[0]}; ensemble members must share it")
+        if grid(pred) != grid(ref):
+            diff = sorted(k for k in grid(ref) if grid(ref).get(k) != grid(pred).get(k))
+            raise InputError(
+                f"{p}: preprocessing ({', '.join(diff)}) differs from {paths[0]}; ensemble members must share the "
+                "input grid and channels"
+            )
         if pred.num_classes != ref.num_classes or pred.model.dims != ref.model.dims:
             raise InputError(
                 f"{p}: {pred.num_classes} classes / {pred.model.dims}D, but {paths[0]} has "
