@@ -339,6 +339,15 @@ def test_png_probability_and_label_maps_ph2(tmp_path, capsys):
             np.testing.assert_array_equal(f[f"cases/{cid}/probabilities"][1], p.astype(np.float16))
             assert f[f"cases/{cid}"].attrs["prediction_kind"] == "probabilities"
             np.testing.assert_array_equal(f[f"cases/{cid}"].attrs["affine"], np.eye(4))
+    # sharded like predict: two parts, merged, give the same file content
+    for k in range(2):
+        code, _, err = run_captured(capsys, "import", "-i", tmp_path / "images", "--masks", ph2 / "masks", "--from",
+                                    tmp_path / "prob", "-o", tmp_path / "s.h5", "--num-parts", 2, "--part-id", k, "-q")
+        assert code == 0, err
+    assert run_captured(capsys, "merge", "-o", tmp_path / "s.h5", "-q")[0] == 0
+    with h5py.File(out, "r") as a, h5py.File(tmp_path / "s.h5", "r") as b:
+        for cid in ids:
+            np.testing.assert_array_equal(a[f"cases/{cid}/probabilities"][()], b[f"cases/{cid}/probabilities"][()])
     out2 = tmp_path / "l.h5"
     code, _, err = run_captured(capsys, "import", "-i", tmp_path / "images", "--from", tmp_path / "lab", "-o", out2,
                                 "-q")
@@ -358,7 +367,14 @@ def test_nnunet_raw_layout_multichannel_predict_and_clear_error(tmp_path, capsys
         nib.save(nib.Nifti1Image(c["image"], c["affine"]), str(ds / "imagesTr" / f"{cid}_0000.nii.gz"))
         nib.save(nib.Nifti1Image(-c["image"] + 5.0, c["affine"]), str(ds / "imagesTr" / f"{cid}_0001.nii.gz"))
         nib.save(nib.Nifti1Image(c["raters"][1], c["affine"]), str(ds / "labelsTr" / f"{cid}.nii.gz"))
-    two = random_checkpoint(tmp_path / "two.pt", modality="ct", channels=2)
+    two = tmp_path / "two.pt"  # a model trained on both channels of the nnU-Net dataset (labelsTr as masks)
+    code, _, err = run_captured(capsys, "train", "-i", ds, "-m", "unet-small", "--epochs", "1", "--input-size", "32",
+                                "-o", two, "-q", "--device", "cpu")
+    assert code == 0, err
+    from uqseg_cli.models.checkpoint import read_checkpoint
+
+    meta, _ = read_checkpoint(two)
+    assert meta.preprocessing.channels == 2 and meta.preprocessing.modality == "ct"
     out = tmp_path / "predict.h5"
     code, _, err = run_captured(capsys, "predict", "-i", ds, "-m", two, "-o", out, "-q", "--device", "cpu")
     assert code == 0, err
