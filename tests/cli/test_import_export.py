@@ -307,6 +307,21 @@ def test_export_uncertainty_and_gradcam_like_maps_and_old_files(tmp_path, capsys
             np.testing.assert_allclose(mi.affine, c["affine"], atol=1e-6)
             want = f[f"cases/{cid}/files/mutual_information"][()].T
             np.testing.assert_array_equal(mi.get_fdata(dtype=np.float32), want)
+    # a Grad-CAM file as explain writes it (stage explain, parent uncertainty.h5, `gradcam` on the case grid)
+    from uqseg_cli.io.runner import StageRun, run_stage
+    from uqseg_cli.io.store import write_array
+
+    cams = {cid: np.random.default_rng(i).random((32, 32), dtype=np.float32) for i, cid in enumerate(cases)}
+    run_stage(StageRun(stage="explain", out=tmp_path / "explain" / "gradcam-lower.h5", config={},
+                       case_ids=sorted(cases), parent=tmp_path / "uncertainty.h5", quiet=True),
+              lambda cid, g: write_array(g, "gradcam", cams[cid]))
+    code, _, err = run_captured(capsys, "export", "-i", "explain/gradcam-lower.h5", "-o", "cam", "-q")
+    assert code == 0, err
+    for cid, c in cases.items():
+        cam = nib.load(str(tmp_path / "cam" / cid / "gradcam.nii.gz"))
+        np.testing.assert_allclose(cam.affine, c["affine"], atol=1e-6)
+        np.testing.assert_array_equal(cam.get_fdata(dtype=np.float32), cams[cid].T)
+        assert (tmp_path / "cam" / cid / "gradcam.png").is_file()
     with h5py.File("predict.h5", "r+") as f:  # an old file: no affine attribute
         for cid in cases:
             del f[f"cases/{cid}"].attrs["affine"]
