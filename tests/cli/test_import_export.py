@@ -194,6 +194,11 @@ def test_sample_files_from_three_formats_then_uncertainty_aggregate_score(tmp_pa
             assert g.attrs["T"] == 3 and list(g.attrs["formats"]) == ["nnunet-npz", "nifti", "raster"]
             np.testing.assert_allclose(g["sum_p"][()], s.sum(0), atol=2e-6)
             np.testing.assert_allclose(g["sum_entropy"][()], entropy(s).sum(0), atol=2e-5)
+            votes = np.stack([(s.argmax(1) == k).sum(0) for k in range(2)])  # agreement counts, as for TTA
+            np.testing.assert_array_equal(g["votes"][()], votes)
+            seg = cases[cid]["raters"][1].T  # the imported segmentation
+            overlap = [[((s[t].argmax(0) == k) & (seg == k)).sum() for k in range(2)] for t in range(3)]
+            np.testing.assert_allclose(g["overlap_volumes"][()], np.array(overlap) / 1000.0)  # 1 mm² pixels
     assert run_captured(capsys, "uncertainty", "-q")[0] == 0
     with h5py.File("uncertainty.h5", "r") as f:
         for cid, s in expected.items():

@@ -42,9 +42,12 @@ def accumulate_files(
     kind: str = "auto",
     floor: float = PROB_FLOOR,
     sample_sink=None,
+    segmentation: np.ndarray | None = None,
 ) -> tuple[AccumulatedSums, list[str]]:
-    """Running sums over the T = ``len(files)`` external predictions of one case; also each file's format."""
-    acc = SampleAccumulator(num_classes, shape, len(files), spacing, sample_sink=sample_sink)
+    """Running sums over the T = ``len(files)`` external predictions of one case; also each file's format.
+    ``segmentation`` (the final one, from predict.h5) adds the per-sample overlaps of the agreement features."""
+    acc = SampleAccumulator(num_classes, shape, len(files), spacing, sample_sink=sample_sink,
+                            segmentation=segmentation)
     formats = []
     for t, path in enumerate(files):
         pred = read_prediction(path, shape, image_affine=image_affine, kind=kind, num_classes=num_classes,
@@ -61,6 +64,10 @@ def write_sums(group, res: AccumulatedSums, attrs: dict, write_array) -> None:
     write_array(group, "sum_entropy", res.sum_entropy)
     write_array(group, "volumes", res.volumes)
     write_array(group, "soft_volumes", res.soft_volumes)
+    if res.votes is not None:
+        write_array(group, "votes", res.votes)
+    if res.overlap_volumes is not None:
+        write_array(group, "overlap_volumes", res.overlap_volumes)
     for k, v in attrs.items():
         group.attrs[k] = v
 
@@ -97,6 +104,7 @@ def sample_files_stage(
             "prob_floor": PROB_FLOOR,
             "keep_samples": bool(keep_samples),
             "class_names": list(pf.config.get("class_names", [])),
+            "agreement": 1,  # votes + overlap_volumes, as the checkpoint samplers write them
         }
 
         def process(case_id: str, group) -> None:
@@ -121,6 +129,7 @@ def sample_files_stage(
             res, formats = accumulate_files(
                 case_id, [f[case_id] for f in found], shape, spacing, K,
                 image_affine=None if affine is None else np.asarray(affine), sample_sink=sink,
+                segmentation=cv.get("segmentation") if cv.has("segmentation") else None,
             )
             write_sums(g, res, {"T": res.T, "files": [str(f[case_id]) for f in found], "formats": formats},
                        write_array)
