@@ -260,6 +260,19 @@ def test_import_3d_three_orientations_agree_and_export_round_trips(tmp_path, cap
     monai_dir = tmp_path / "monai"
     monai_dir.mkdir()
     nib.save(ras, str(monai_dir / "liver_117.nii.gz"))
+    # TotalSegmentator: a folder per case, one binary mask per structure, here saved in RAS (float 0/1)
+    ts_dir = tmp_path / "totalseg" / "liver_117"
+    ts_dir.mkdir(parents=True)
+    for name, k in (("liver", 1), ("liver_tumor", 2)):
+        m = nib.Nifti1Image((labels == k).astype(np.float32), aff).as_reoriented(io_orientation(aff))
+        nib.save(m, str(ts_dir / f"{name}.nii.gz"))
+    out = tmp_path / "ts.h5"
+    code, _, err = run_captured(capsys, "import", "-i", images, "--from", ts_dir.parent, "-o", out, "-q")
+    assert code == 0, err
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["cases/liver_117/segmentation"][()], labels.T)
+        np.testing.assert_array_equal(f["cases/liver_117/probabilities"][2], (labels.T == 2).astype(np.float16))
+        assert json.loads(f.attrs["config"])["class_names"] == ["background", "liver", "liver_tumor"]
     want = onehot_xyz.astype(np.float16).transpose(0, 3, 2, 1)  # uqseg order (K, z, y, x)
     for src in (sitk_dir, reo_dir, monai_dir):
         out = tmp_path / f"{src.name}.h5"
@@ -429,6 +442,15 @@ def test_pkl_is_read_without_running_code(tmp_path):
     (tmp_path / "good.pkl").write_bytes(pickle.dumps(good))
     got = read_properties(tmp_path / "good.pkl")
     np.testing.assert_array_equal(got["nibabel_stuff"]["original_affine"], good["nibabel_stuff"]["original_affine"])
+    # dataset.json: names by label value; the ignore label is not a class; region-based sets are refused
+    from uqseg_cli.io.nnunet import dataset_class_names
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "tumor": 2, "liver": 1,
+                                                                  "ignore": 3}}))
+    assert dataset_class_names(tmp_path) == ["background", "liver", "tumor"]
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "whole": [1, 2], "core": 2}}))
+    with pytest.raises(InputError, match="region-based"):
+        dataset_class_names(tmp_path)
     # SimpleITK LPS geometry -> NIfTI RAS affine, worked by hand: x and y flip sign, z keeps it
     aff = affine_from_sitk((2.0, 3.0, 4.0), (10.0, 20.0, 30.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     np.testing.assert_array_equal(aff, [[-2, 0, 0, -10], [0, -3, 0, -20], [0, 0, 4, 30], [0, 0, 0, 1]])

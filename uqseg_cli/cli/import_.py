@@ -107,10 +107,7 @@ def import_(
     files = match_predictions(source, sorted(specs))
     names = _names(class_names) or None
     if names is None:
-        try:
-            names = dataset_class_names(source)
-        except Exception:
-            names = None
+        names = dataset_class_names(source)
     if names is not None and num_classes is not None and len(names) != num_classes:
         if class_names:
             raise UqsegError(f"--class-names has {len(names)} names but --num-classes is {num_classes}")

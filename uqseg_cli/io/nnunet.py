@@ -212,6 +212,7 @@ def dataset_class_names(folder: Path | str) -> list[str] | None:
         raise InputError(f"{p}: cannot read: {exc}") from None
     if not isinstance(labels, dict) or not labels:
         return None
+    labels = {k: v for k, v in labels.items() if k != "ignore"}  # nnU-Net's ignore label is never predicted
     if any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values()):
         raise InputError(
             f"{p}: region-based labels (overlapping sigmoid outputs) are not class probabilities; uqseg needs "
