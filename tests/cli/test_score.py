@@ -177,3 +177,28 @@ def test_features_model_keeps_its_combined_scale_on_a_new_batch(folder, monkeypa
     assert len(new) == 10
     for key, row in new.iterrows():
         assert row.predicted_dice == pytest.approx(fit.loc[key, "predicted_dice"], abs=1e-12), key
+
+
+def test_joint_method_uses_every_methods_features(tmp_path, monkeypatch, capsys):
+    from uqseg_cli.quality.checkpoint import read_quality_checkpoint
+
+    folder = tmp_path
+    write_chain(folder, n=14, shape=(24, 24), no_ref=("case12", "case13"), methods=("tta", "mcdropout"))
+    monkeypatch.chdir(folder)
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "joint", "--framework", "features", "--measure",
+                       "entropy", "--cv", "3", "-o", "joint.csv", "--save-model", "qj.pt")
+    assert code == 0, err
+    summ = pd.read_csv(folder / "joint.summary.csv")
+    assert set(summ.method) == {"joint"} and "beats_baseline" in summ.columns
+    meta = read_quality_checkpoint(folder / "qj.pt")["meta"]
+    methods = sorted({f.partition(":")[0] for f in meta["features"]})
+    assert len(methods) >= 2 and all(":" in f for f in meta["features"])
+    # the joint model applied unchanged to the same cases reproduces the final model's test predictions
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "qj.pt", "-o", "again.csv")
+    assert code == 0, err
+    fit = pd.read_csv(folder / "joint.csv").query("split == 'test'").set_index(["framework", "case"])
+    again = pd.read_csv(folder / "again.csv").set_index(["framework", "case"])
+    for key, row in fit.iterrows():
+        assert again.loc[key, "predicted_dice"] == pytest.approx(row.predicted_dice, abs=1e-12)
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "joint", "--framework", "seg-unc")
+    assert code == 2 and "--framework features only" in err

@@ -19,10 +19,11 @@ from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, read_table, write_table
 from uqseg_cli.progress import Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
-from uqseg_cli.quality.features import FEATURE_MODELS
+from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.models import create_quality_model
 from uqseg_cli.quality.scoring import (
+    ALL_METHODS,
     CNN_MIN_LABELLED,
     COMBINED,
     Batch,
@@ -72,7 +73,12 @@ def score(
     ] = "scores.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Uncertainty method(s), e.g. tta (repeat or comma list) (default: all)."),
+        typer.Option(
+            "--method",
+            "-m",
+            help="Uncertainty method(s), e.g. tta (repeat or comma list); joint = the features of every method side "
+            "by side (features framework) (default: each method).",
+        ),
     ] = None,
     measure: Annotated[
         list[str] | None,
@@ -138,6 +144,14 @@ def score(
             "predict.h5, when it has the same backbone), none, or a checkpoint path. (default: auto)",
         ),
     ] = "auto",
+    feature_models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature-models",
+            help="Regressors of the features framework: linear, forest, boost (gradient-boosted trees); comma list. "
+            "(default: linear,forest)",
+        ),
+    ] = None,
     agreement_channel: Annotated[
         bool,
         typer.Option(
@@ -223,6 +237,11 @@ def score(
 
     from uqseg_cli.quality.training import LOSSES
 
+    kinds = split_list(feature_models) or list(FEATURE_MODELS)
+    bad = [k for k in kinds if k not in ALL_FEATURE_MODELS]
+    if bad:
+        raise UqsegError(f"--feature-models {','.join(bad)}: choose from {', '.join(ALL_FEATURE_MODELS)}")
+
     if loss not in LOSSES:
         raise UqsegError(f"--loss {loss!r}: choose from {', '.join(LOSSES)}")
     dev = resolve_device(device)
@@ -231,7 +250,13 @@ def score(
         seed=seed, pretrained=pretrained, loss=loss,
     )
     with StageFile(src, expect_stage="uncertainty") as sf:
-        ids, methods, all_measures = pick_methods_measures(sf, method, None)
+        all_methods = split_list(method) == [ALL_METHODS]
+        ids, methods, all_measures = pick_methods_measures(sf, None if all_methods else method, None)
+        if all_methods:
+            if any(f != "features" for f in frameworks):
+                raise UqsegError("--method joint (every method's features side by side) works with --framework "
+                                 "features only")
+            methods = [ALL_METHODS]
         wanted = split_list(measure) or [COMBINED]
         if "all" in wanted:
             wanted = [*all_measures, COMBINED]
@@ -240,8 +265,9 @@ def score(
             raise UqsegError(f"--measure {','.join(bad)}: not in {src} (it has {', '.join(all_measures)}, or combined)")
         prog = Progress(len(ids), "score: reading", quiet=quiet)
         try:
+            read = sf.case(ids[0]).keys() if all_methods else methods
             got = collect_features(
-                sf, ids, methods, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False
+                sf, ids, read, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False
             )
         finally:
             prog.close()
@@ -298,7 +324,7 @@ def score(
                         continue
                     if fw == "features":
                         arrays, fmeta = {}, None
-                        for kind in FEATURE_MODELS:
+                        for kind in kinds:
                             p = predict_features(batch, m, meas, kind, folds, seed)
                             preds.append(p)
                             arrays.update(p.arrays)
