@@ -260,6 +260,14 @@ def test_import_3d_three_orientations_agree_and_export_round_trips(tmp_path, cap
     monai_dir = tmp_path / "monai"
     monai_dir.mkdir()
     nib.save(ras, str(monai_dir / "liver_117.nii.gz"))
+    # the same RAS npz without its .pkl cannot be placed: the nnU-Net segmentation next to it (original
+    # orientation) disagrees with the argmax, and import says so
+    nopkl = tmp_path / "nopkl"
+    nopkl.mkdir()
+    (nopkl / "liver_117.npz").write_bytes((reo_dir / "liver_117.npz").read_bytes())
+    nib.save(nib.Nifti1Image(labels, aff), str(nopkl / "liver_117.nii.gz"))
+    code, _, err = run_captured(capsys, "import", "-i", images, "--from", nopkl, "-o", tmp_path / "nopkl.h5", "-q")
+    assert code == 0 and "orientation is off" in err
     # TotalSegmentator: a folder per case, one binary mask per structure, here saved in RAS (float 0/1)
     ts_dir = tmp_path / "totalseg" / "liver_117"
     ts_dir.mkdir(parents=True)
@@ -285,6 +293,7 @@ def test_import_3d_three_orientations_agree_and_export_round_trips(tmp_path, cap
             np.testing.assert_array_equal(g["reference"][()], labels.T)  # labelsTs found next to imagesTs
             np.testing.assert_array_equal(g.attrs["affine"], nib.load(str(path)).affine)  # float32 header
             assert "affine_mismatch" not in g.attrs, src.name
+            assert g.attrs.get("segmentation_argmax_agreement", 1.0) == 1.0
             assert json.loads(f.attrs["config"])["class_names"] == ["background", "class1", "class2"]
     exp = tmp_path / "export"
     code, _, err = run_captured(capsys, "export", "-i", tmp_path / "sitk.h5", "-o", exp, "-q")

@@ -159,6 +159,12 @@ def import_(
         group.attrs["prediction_kind"] = pred.kind
         group.attrs["segmentation_source"] = "file" if seg is not None else "argmax"
         group.attrs["train_case"] = False
+        if pred.argmax_agreement is not None:
+            group.attrs["segmentation_argmax_agreement"] = pred.argmax_agreement
+            if pred.argmax_agreement < 0.99:
+                warn(f"{files[case_id]} (case {case_id}): the tool's segmentation equals the argmax of its "
+                     f"probabilities on only {100 * pred.argmax_agreement:.1f} % of voxels: an axis order or "
+                     "orientation is off (is the .pkl missing?), or the segmentation was postprocessed")
         if pred.affine_matches is False:
             mismatched.append(case_id)
             group.attrs["affine_mismatch"] = True

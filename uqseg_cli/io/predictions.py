@@ -46,6 +46,7 @@ class ExternalPrediction:
     segmentation: np.ndarray | None = None  # the tool's own label map, when it wrote one
     class_names: list[str] | None = None
     affine_matches: bool | None = None  # None: the file holds no geometry to compare
+    argmax_agreement: float | None = None  # fraction of voxels where the tool's segmentation = argmax of probs
 
 
 def prediction_index(folder: Path | str) -> dict[str, Path]:
@@ -183,7 +184,10 @@ def _read_npz(path: Path, shape: tuple[int, ...], image_affine, num_classes, whe
         raise InputError(f"{where}: {probs.shape[0]} classes, expected {num_classes}")
     if seg is not None and tuple(seg.shape) != tuple(shape):
         raise InputError(f"{where}: {seg_path.name} of grid {tuple(seg.shape)}, the image has {tuple(shape)}")
-    return ExternalPrediction(probs, "probabilities", "nnunet-npz", seg, None, match)
+    agree = None
+    if seg is not None:  # nnU-Net's segmentation is the argmax of these probabilities: a flipped axis shows here
+        agree = float(np.mean(seg == probs.argmax(0)))
+    return ExternalPrediction(probs, "probabilities", "nnunet-npz", seg, None, match, agree)
 
 
 def _read_labels_file(path: Path, ndim: int, image_affine, where):
