@@ -322,7 +322,7 @@ def test_export_uncertainty_and_gradcam_like_maps_and_old_files(tmp_path, capsys
     monkeypatch.chdir(tmp_path)
     man = manifest(tmp_path / "cases.csv", cases, reference=False)
     assert run_captured(capsys, "import", "-i", man, "--from", labels, "-q")[0] == 0
-    assert run_captured(capsys, "sample", "--method", "files", "--from", "f0,f1", "-q")[0] == 0
+    assert run_captured(capsys, "sample", "--from", "f0,f1", "-q")[0] == 0  # --from alone means --method files
     assert run_captured(capsys, "uncertainty", "-q")[0] == 0
     code, out, err = run_captured(capsys, "export", "--json", "-q")
     assert code == 0, err

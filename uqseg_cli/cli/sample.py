@@ -258,7 +258,7 @@ def _sample_files(parent, methods, sources, models, samples, output, keep_sample
     """--method files: external predictions as the samples (bayes/external.py); no checkpoint involved."""
     from uqseg_cli.bayes.external import sample_files_stage
 
-    if methods != ["files"] or models or samples is not None:
+    if (methods or ["files"]) != ["files"] or models or samples is not None:
         raise UqsegError("--method files (with --from) takes one folder per sample and no -m/-T; run checkpoint "
                          "methods (mcdropout, ensemble, tta) in a separate `uqseg sample`")
     finish(sample_files_stage(parent, sources, output, keep_samples=keep_samples, num_parts=num_parts,
