@@ -116,6 +116,11 @@ def score_run(args, name: str, extra: list, seed: int) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     model = out / "quality.pt"
     rows = []
+    if "@noagree" in extra:  # the same features without the agreement and shape ones (ablation)
+        src = pd.read_csv(work / "features_fit.csv")
+        dst = work / "features_fit_noagree.csv"
+        src[~src["measure"].isin(["agreement", "shape"])].to_csv(dst, index=False)
+        extra = [str(dst) if e == "@noagree" else e for e in extra]
     if not model.exists():
         sh(["score", "-i", work / "uncertainty_fit.h5", "-o", out / "fit.csv", "--save-model", model,
             "--seed", seed, *extra], log)

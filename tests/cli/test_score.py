@@ -37,7 +37,8 @@ def folder(tmp_path, monkeypatch):
 
 
 def test_one_liner_with_default_names(folder, monkeypatch, capsys):
-    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3", *FAST)
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3",
+                       "--framework", "seg-unc", *FAST)
     assert code == 0, err
     df = pd.read_csv(folder / "scores.csv")
     assert list(df.columns) == ["case", "method", "measure", "framework", "predicted_dice", "true_dice",
@@ -140,6 +141,7 @@ def test_volumes_use_the_3d_cnn(tmp_path, monkeypatch, capsys):
         write_chain(tmp_path, n=8, shape=(12, 14, 10))
         monkeypatch.chdir(tmp_path)
         code, _, err = run(monkeypatch, capsys, "score", "--measure", "entropy", "--cv", "2", "--input-size", "16",
+                           "--framework", "seg-unc",
                            "--epochs", "1", "--batch-size", "4", "--device", "cpu")
         assert code == 0, err
         model, meta = load_quality_model(tmp_path / "quality.pt")
@@ -202,3 +204,12 @@ def test_joint_method_uses_every_methods_features(tmp_path, monkeypatch, capsys)
         assert again.loc[key, "predicted_dice"] == pytest.approx(row.predicted_dice, abs=1e-12)
     code, _, err = run(monkeypatch, capsys, "score", "--method", "joint", "--framework", "seg-unc")
     assert code == 2 and "--framework features only" in err
+
+
+def test_default_one_liner_fits_the_features_regressors(folder, monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy")
+    assert code == 0, err
+    summ = pd.read_csv(folder / "scores.summary.csv")
+    assert summ.framework.tolist() == ["features-linear", "features-forest", "baseline"]
+    assert summ.beats_baseline.isna().tolist() == [False, False, True]  # flagged per regressor, blank for baseline
+    assert "CNN regressor" not in err  # no CNN asked: no advice about labelled cases

@@ -95,7 +95,7 @@ def score(
             "-f",
             help="seg-unc (CNN on segmentation + uncertainty), img-seg-unc (CNN on image + segmentation + "
             "uncertainty), features (linear and random-forest regression on aggregated features). Repeat or comma "
-            "list. (default: seg-unc)",
+            "list. (default: features: the best held-out result per CPU minute, docs/quality.md)",
         ),
     ] = None,
     target: Annotated[str, typer.Option("--target", help="dice or iou (of the segmentation vs. the reference).")] = (
@@ -210,7 +210,7 @@ def score(
     if as_json and output == "-":
         raise UqsegError("--json and -o - both write to standard output; pick one")
     size = parse_size(input_size)
-    frameworks = split_list(framework) or ["seg-unc"]
+    frameworks = split_list(framework) or ["features"]
     bad = [f for f in frameworks if f not in FRAMEWORKS]
     if bad:
         raise UqsegError(f"--framework {','.join(bad)}: choose from {', '.join(FRAMEWORKS)}")
