@@ -121,13 +121,16 @@ def score_run(args, name: str, extra: list, seed: int) -> pd.DataFrame:
         dst = work / "features_fit_noagree.csv"
         src[~src["measure"].isin(["agreement", "shape"])].to_csv(dst, index=False)
         extra = [str(dst) if e == "@noagree" else e for e in extra]
+    # aggregate's features.csv (the default regions, as score computes them itself) spares re-reading every map
+    table = [] if "--features" in extra else ["--features", work / "features_fit.csv"]
     if not model.exists():
         sh(["score", "-i", work / "uncertainty_fit.h5", "-o", out / "fit.csv", "--save-model", model,
-            "--seed", seed, *extra], log)
+            "--seed", seed, *table, *extra], log)
     for part in ("test", "ph2"):
         res = out / f"{part}.csv"
         if not res.exists():
-            sh(["score", "-i", work / f"uncertainty_{part}.h5", "--model", model, "-o", res], log)
+            sh(["score", "-i", work / f"uncertainty_{part}.h5", "--model", model, "-o", res,
+                "--features", work / f"features_{part}.csv"], log)
         s = summary_of(res)
         s["part"] = part
         s = s.merge(high_dice(res), on=["method", "measure", "framework"], how="left")

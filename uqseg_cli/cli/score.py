@@ -267,7 +267,8 @@ def score(
         try:
             read = sf.case(ids[0]).keys() if all_methods else methods
             got = collect_features(
-                sf, ids, read, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False
+                sf, ids, read, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False,
+                with_features=features is None,  # a --features table replaces the aggregation
             )
         finally:
             prog.close()
