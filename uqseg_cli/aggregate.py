@@ -15,7 +15,10 @@ Regions of one case (the map ``u`` and the predicted segmentation ``seg`` share 
 Maps are aggregated in the *uncertainty direction*: the ``confidence`` map is turned into ``1 - confidence`` so
 that every score grows with uncertainty. Per case and method there are also volume scores: the predicted volume
 (ml, of ``seg > 0`` with the voxel spacing in mm), and the standard deviation (ml, ``ddof=1``) and coefficient of
-variation (std / mean) of the T sampled foreground volumes.
+variation (std / mean) of the T sampled foreground volumes; where ``samples.h5`` holds vote counts, the agreement
+of the sampled segmentations (measure ``agreement``: ``iou_samples``, ``pairwise_dice``, ``dice_to_final``,
+``soft_dice``, ``vote_entropy``; these grow with *certainty*) and the shape of the segmentation (measure ``shape``:
+``components``, ``area_fraction``, ``border_fraction``).
 
 The combined score z-scores several features across a batch of cases, with statistics that are saved
 (:class:`CombinedStats`) so that a later batch is scored on the same scale, and averages them with equal weights or
@@ -34,9 +37,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from uqseg_cli.bayes.agreement import agreement_features, shape_features
+
 REGIONS: tuple[str, ...] = ("image", "foreground", "band", "patchmax", "quantile")
 MEASURES: tuple[str, ...] = ("confidence", "entropy", "expected_entropy", "mutual_information", "epkl")
 VOLUME_REGIONS: tuple[str, ...] = ("predicted_ml", "sample_std_ml", "sample_cv")
+AGREEMENT_REGIONS: tuple[str, ...] = ("iou_samples", "pairwise_dice", "dice_to_final", "soft_dice", "vote_entropy")
+SHAPE_REGIONS: tuple[str, ...] = ("components", "area_fraction", "border_fraction")
 LONG_COLUMNS: list[str] = ["case", "method", "measure", "region", "value"]
 NOT_MEASURES = {"mean_segmentation"}
 
@@ -199,7 +206,23 @@ def features_from_case(
         vols = view.get(f"{method}/volumes") if view.has(f"{method}/volumes") else None
         for measure, region, value in case_features(maps, seg, spacing, vols, params):
             rows.append((method, measure, region, value))
+        if vols is not None and view.has(f"{method}/votes"):
+            for name, value in agreement_of_case(view, method, seg, spacing, vols).items():
+                rows.append((method, "agreement", name, value))
+            for name, value in shape_features(seg).items():
+                rows.append((method, "shape", name, value))
     return rows
+
+
+def agreement_of_case(view, method: str, seg: np.ndarray, spacing: Sequence[float], vols: np.ndarray) -> dict:
+    """The agreement features (:mod:`uqseg_cli.bayes.agreement`) of one case and method of a samples lineage."""
+    from uqseg_cli.bayes.accumulator import voxel_volume_ml
+
+    T = int(vols.shape[0])
+    votes = view.get(f"{method}/votes")
+    ov = view.get(f"{method}/overlap_volumes") if view.has(f"{method}/overlap_volumes") else None
+    mean_fg = 1.0 - view.get(f"{method}/sum_p")[0].astype(np.float64) / T if view.has(f"{method}/sum_p") else None
+    return agreement_features(votes, T, vols, ov, seg, voxel_volume_ml(spacing), mean_fg)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -425,10 +448,12 @@ def collect_features(
     with_quality: bool = True,
     progress=None,
     with_hd95: bool = True,
+    with_features: bool = True,
 ) -> Collected:
     """Feature rows and quality of ``case_ids`` of an opened ``uncertainty.h5`` (``StageFile``).
 
     A case that cannot be read is recorded in ``failed`` (``case → one-line reason``) and skipped.
+    ``with_features=False`` reads only the quality (when the features come from a table).
     """
     rows: list[tuple] = []
     qual: list[dict] = []
@@ -438,7 +463,9 @@ def collect_features(
         status = "ok"
         try:
             view = sf.case(cid)
-            case_rows = [(cid, *r) for r in features_from_case(view, methods, measures, params)]
+            case_rows = (
+                [(cid, *r) for r in features_from_case(view, methods, measures, params)] if with_features else []
+            )
             q = case_quality(view, with_hd95) if with_quality else None
             train[cid] = bool(view.attr("train_case", False))
         except Exception as exc:  # one unreadable case must not stop the batch

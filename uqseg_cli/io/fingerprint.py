@@ -50,6 +50,8 @@ def cases_fingerprint(specs: Sequence) -> str:
     h = hashlib.sha256()
     for s in sorted(specs, key=lambda s: s.id):
         row = [s.id, _stat(s.image), _stat(s.mask), [_stat(r) for r in s.raters]]
+        if getattr(s, "channels", None):  # further channel files of a multi-channel (nnU-Net) case
+            row.append([_stat(c) for c in s.channels])
         h.update(json.dumps(row).encode())
         h.update(b"\n")
     return h.hexdigest()[:32]
