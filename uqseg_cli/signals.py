@@ -29,9 +29,15 @@ def _on_int(signum, frame) -> None:
     raise KeyboardInterrupt()
 
 
+_saved: dict[int, object] = {}
+
+
 def install() -> None:
-    """Install the handlers (main thread only; a no-op elsewhere)."""
+    """Install the handlers (main thread only; a no-op elsewhere); `restore` puts the previous ones back."""
     try:
+        for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGXFSZ", None)):
+            if sig is not None:
+                _saved[sig] = signal.getsignal(sig)
         signal.signal(signal.SIGTERM, _on_term)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _on_int)
@@ -52,6 +58,16 @@ def exit_code(exc: BaseException | None = None) -> int:
     if _received and _received[-1] == signal.SIGTERM:
         return EXIT_TERMINATED
     return EXIT_INTERRUPTED
+
+
+def restore() -> None:
+    """The handlers from before `install` (so that running the CLI in-process leaves the caller's handlers)."""
+    try:
+        for sig, handler in _saved.items():
+            signal.signal(sig, handler)
+    except ValueError:
+        pass
+    _saved.clear()
 
 
 def reset() -> None:

@@ -112,9 +112,16 @@ def _root(
 
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line and an exit code."""
-    debug = "--debug" in sys.argv[1:] or os.environ.get("UQSEG_DEBUG") == "1"
     signals.reset()
     signals.install()
+    try:
+        _main()
+    finally:
+        signals.restore()  # in-process callers (tests, notebooks) get their own handlers back
+
+
+def _main() -> None:
+    debug = "--debug" in sys.argv[1:] or os.environ.get("UQSEG_DEBUG") == "1"
     try:
         rc = app(standalone_mode=False)
     except UqsegError as exc:
