@@ -210,8 +210,8 @@ def test_default_one_liner_fits_the_features_regressors(folder, monkeypatch, cap
     code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy")
     assert code == 0, err
     summ = pd.read_csv(folder / "scores.summary.csv")
-    assert summ.framework.tolist() == ["features-linear", "features-forest", "baseline"]
-    assert summ.beats_baseline.isna().tolist() == [False, False, True]  # flagged per regressor, blank for baseline
+    assert summ.framework.tolist() == ["features-linear", "features-forest", "features-boost", "baseline"]
+    assert summ.beats_baseline.isna().tolist() == [False, False, False, True]  # flagged per regressor, blank for baseline
     assert "CNN regressor" not in err  # no CNN asked: no advice about labelled cases
 
 

@@ -152,7 +152,7 @@ def score(
         typer.Option(
             "--feature-models",
             help="Regressors of the features framework: linear, forest, boost (gradient-boosted trees); comma list. "
-            "(default: linear,forest)",
+            "(default: linear,forest,boost)",
         ),
     ] = None,
     agreement_channel: Annotated[

@@ -22,7 +22,7 @@ import numpy as np
 
 from uqseg_cli.metrics.regression import pearson
 
-FEATURE_MODELS = ("linear", "forest")
+FEATURE_MODELS = ("linear", "forest", "boost")
 ALL_FEATURE_MODELS = ("linear", "forest", "boost")
 
 
