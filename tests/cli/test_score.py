@@ -211,7 +211,7 @@ def test_default_one_liner_fits_the_features_regressors(folder, monkeypatch, cap
     assert code == 0, err
     summ = pd.read_csv(folder / "scores.summary.csv")
     assert summ.framework.tolist() == ["features-linear", "features-forest", "features-boost", "baseline"]
-    assert summ.beats_baseline.isna().tolist() == [False, False, False, True]  # flagged per regressor, blank for baseline
+    assert summ.beats_baseline.isna().tolist() == [False, False, False, True]  # blank for the baseline
     assert "CNN regressor" not in err  # no CNN asked: no advice about labelled cases
 
 
