@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed
+from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, Threads, apply_threads
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.progress import log
 
@@ -43,6 +43,7 @@ def explain(
     model: Annotated[
         Path | None,
         typer.Option(
+            "-m",
             "--model",
             help="Quality model (CNN framework) from `uqseg score` [default: quality.pt beside the input, if "
             "present]. Without one only the plots, feature UMAP and report are made. e.g. --model quality.pt",
@@ -129,6 +130,7 @@ def explain(
     pdf: Annotated[bool, typer.Option("--pdf", help="Also write every figure as PDF.")] = False,
     seed: Seed = 0,
     device: Device = "auto",
+    threads: Threads = 0,
     batch_size: BatchSize = 8,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -163,6 +165,7 @@ def explain(
     if model is not None and not model_path.exists():
         raise UqsegError(f"--model {model}: quality model not found")
     qmodel, meta = None, None
+    apply_threads(threads)
     dev = resolve_device(device)
     if model_path is not None:
         from uqseg_cli.quality.checkpoint import load_quality_model
@@ -232,6 +235,4 @@ def explain(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "explain", help="Grad-CAM, UMAP, plots and report.html for the quality predictions: explain/."
-    )(explain)
+    app.command("explain")(explain)

@@ -106,4 +106,4 @@ def info(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("info", help="Show what a stage file holds: stage, config, lineage, cases and arrays.")(info)
+    app.command("info")(info)

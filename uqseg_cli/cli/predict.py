@@ -8,7 +8,20 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import BatchSize, Device, NumParts, Overwrite, PartId, Quiet, finish, resolve_device
+from uqseg_cli.cli.common import (
+    BatchSize,
+    Device,
+    JsonOut,
+    NumParts,
+    Overwrite,
+    PartId,
+    Quiet,
+    Threads,
+    apply_threads,
+    finish,
+    resolve_device,
+    stage_json,
+)
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.progress import log
 
@@ -61,11 +74,12 @@ def predict(
     device: Device = "auto",
     batch_size: BatchSize = 8,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="float16 autocast on CUDA (ignored on the CPU).")] = True,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads for torch (0 = torch default).")] = 0,
+    threads: Threads = 0,
     num_parts: NumParts = None,
     part_id: PartId = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Segment every case: softmax probabilities on the original grid, the argmax segmentation, and the image,
     references and rater masks, into predict.h5 (one group per case, resumable, shardable).
@@ -79,7 +93,6 @@ def predict(
       uqseg predict -i volumes/ -m seg3d.pt --num-parts 8 --part-id 3     # one part of an array job
     """
     import numpy as np
-    import torch
 
     from uqseg_cli.inference import Predictor
     from uqseg_cli.io.cases import discover_cases, load_case
@@ -90,8 +103,7 @@ def predict(
 
     if prob_dtype not in ("float16", "float32"):
         raise UqsegError(f"--prob-dtype {prob_dtype!r}: expected float16 or float32")
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     dev = resolve_device(device)
     n_parts, p_id = resolve_part(num_parts, part_id)
     specs = {s.id: s for s in discover_cases(input, masks=masks, raters=raters)}
@@ -153,6 +165,8 @@ def predict(
     log(f"predicting {len(specs)} case(s) with {meta0.arch} ({checkpoint}) on {dev}", quiet)
     result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)
+    if json_out:
+        stage_json(result, stage="predict")
     finish(result)
 
 

@@ -13,7 +13,18 @@ import typer
 
 from uqseg_cli.aggregate import CombinedStats, RegionParams, collect_features
 from uqseg_cli.cli.aggregate import pick_methods_measures, split_list
-from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, default_input, resolve_device
+from uqseg_cli.cli.common import (
+    BatchSize,
+    Device,
+    JsonOut,
+    Overwrite,
+    Quiet,
+    Seed,
+    Threads,
+    apply_threads,
+    default_input,
+    resolve_device,
+)
 from uqseg_cli.errors import EXIT_CASE_FAILED, CaseError, InputError, UqsegError
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, read_table, write_table
@@ -71,7 +82,7 @@ def score(
     ] = "scores.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Uncertainty method(s), e.g. tta (repeat or comma list) (default: all)."),
+        typer.Option("--method", help="Uncertainty method(s), e.g. tta (repeat or comma list) (default: all)."),
     ] = None,
     measure: Annotated[
         list[str] | None,
@@ -96,7 +107,9 @@ def score(
     ),
     model: Annotated[
         Path | None,
-        typer.Option("--model", help="Predict with an existing quality model instead of fitting, e.g. quality.pt."),
+        typer.Option(
+            "-m", "--model", help="Predict with an existing quality model instead of fitting, e.g. quality.pt."
+        ),
     ] = None,
     save_model: Annotated[
         Path,
@@ -152,6 +165,7 @@ def score(
         typer.Option("--summary", help="Summary CSV (default: <output stem>.summary.csv; none with -o -)."),
     ] = None,
     device: Device = "auto",
+    threads: Threads = 0,
     seed: Seed = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -201,6 +215,7 @@ def score(
             target = meta["target"]
         method, measure, frameworks = [meta["method"]], [meta["measure"]], [meta["framework"]]
 
+    apply_threads(threads)
     dev = resolve_device(device)
     cfg = FitConfig(
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, val_fraction=val_fraction,

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, resolve_device
+from uqseg_cli.cli.common import (
+    BatchSize,
+    Device,
+    JsonOut,
+    Overwrite,
+    Quiet,
+    Seed,
+    Threads,
+    apply_threads,
+    resolve_device,
+)
 from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, UqsegError
 from uqseg_cli.progress import log, warn
 
@@ -165,9 +175,7 @@ def train(
     ] = None,
     device: Device = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (ignored on the CPU).")] = True,
-    threads: Annotated[
-        int, typer.Option("--threads", min=0, help="CPU threads for torch (0 = torch default). e.g. --threads 2")
-    ] = 0,
+    threads: Threads = 0,
     seed: Seed = 0,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -186,7 +194,6 @@ def train(
       uqseg train -i ct/ --masks label.nii.gz -m unet3d-small --patch-size 64 -o seg3d.pt
     """
     import pandas as pd
-    import torch
 
     from uqseg_cli.augment import AugmentConfig
     from uqseg_cli.io.cases import discover_cases, load_case
@@ -211,8 +218,7 @@ def train(
     if existing and not overwrite:
         raise UqsegError(f"{existing[0]}: exists; pass --overwrite to replace it")
     dev = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
 
     specs = discover_cases(input, masks=masks)
     cases, failed = [], {}
