@@ -96,7 +96,10 @@ def polish_help(cmd) -> None:
     from rich.markup import escape
 
     if cmd.help:
-        cmd.help = escape(cmd.help)
+        # A blank line more after the first paragraph: typer dedents the rest of the text as one block, which
+        # strips the indentation of an Examples block that directly follows the first paragraph.
+        first, sep, rest = escape(cmd.help).partition("\n\n")
+        cmd.help = first + (sep + "\n" + rest if sep else "")
     for p in cmd.params:
         if getattr(p, "param_type_name", "") != "option" or p.name == "help":
             continue
