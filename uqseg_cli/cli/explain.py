@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -189,6 +190,21 @@ def explain(
     summ = bins_path.with_name(bins_path.name.replace(".bins.csv", ".summary.csv")) if bins_path else None
     summary_df = pd.read_csv(summ) if summ is not None and summ.exists() and summ != bins_path else None
     feat_df = read_table(features, required=["case"]) if features is not None else None
+    # the report links the full tables instead of printing them
+    out_dir = Path(output)
+    scores_summary, links = None, []
+    if src.suffix.lower() == ".csv":
+        s_sum = src.with_name(f"{src.stem}.summary.csv")
+        scores_summary = pd.read_csv(s_sum) if s_sum.exists() else None
+        links += [(src, f"{src.name} (predicted and true {(meta or {}).get('target', 'dice')} of every case)")]
+        if s_sum.exists():
+            links.append((s_sum, f"{s_sum.name} (R², Pearson, Spearman, MAE, AURC of every configuration)"))
+    if bins_path is not None:
+        for p, what in ((summ, "every metric, per method and class"), (bins_path.with_name(
+                bins_path.name.replace(".bins.csv", ".csv")), "every case, method and class")):
+            if p is not None and p.exists() and p != bins_path:
+                links.append((p, f"{p.name} ({what})"))
+    extra_links = [(os.path.relpath(Path(p).resolve(), out_dir.resolve()), label) for p, label in links]
     opts = ExplainOptions(
         out_dir=Path(output),
         direction=direction,
@@ -215,7 +231,8 @@ def explain(
     try:
         result = run_explain(
             opts, sf=sf, sf_path=h5_path, model=qmodel, meta=meta, model_path=model_path, scores=scores,
-            features=feat_df, bins=bins_df, summary_table=summary_df,
+            features=feat_df, bins=bins_df, summary_table=summary_df, scores_summary=scores_summary,
+            extra_links=extra_links,
         )
     finally:
         if sf is not None:

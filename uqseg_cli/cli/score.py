@@ -28,7 +28,7 @@ from uqseg_cli.cli.common import (
 from uqseg_cli.errors import EXIT_CASE_FAILED, CaseError, InputError, UqsegError
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, read_table, write_table
-from uqseg_cli.progress import Progress, log, warn
+from uqseg_cli.progress import FitProgress, Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
 from uqseg_cli.quality.features import FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
@@ -273,6 +273,12 @@ def score(
             warn("no cross-fitting (--cv < 2): labelled cases get in-sample predictions and no honest summary")
 
         n_configs = len(methods) * len(wanted) * len(frameworks)
+        n_cnn = len(methods) * len(wanted) * len([f for f in frameworks if f != "features"])
+        n_fits = 0 if loaded is not None else n_cnn * ((int(folds.max()) + 1 if folds is not None else 0) + 1)
+        if n_fits:
+            log(f"fitting {n_fits} CNN quality model(s) of at most {epochs} epochs "
+                f"({n_cnn} configuration(s) x {n_fits // n_cnn} fit(s): cross-fitting folds + the final model)", quiet)
+        fitprog = FitProgress(n_fits, epochs, "score: fits", quiet=quiet) if n_fits else None
         frames: list[pd.DataFrame] = []
         details: dict = {}
         saved: list[str] = []
@@ -307,8 +313,12 @@ def score(
                         raise InputError(str(exc)) from None
                     finally:
                         prog.close()
-                    p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev,
-                                              log=None if quiet else (lambda s: log(s)))
+                    try:
+                        p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev,
+                                                  log=None if quiet else (lambda s: log(s)), progress=fitprog)
+                    except BaseException:
+                        fitprog.close()
+                        raise
                     p.model_meta["segmenter"] = _segmenter_info(sf)
                     path = model_path_for(save_model, n_configs, m, meas, fw)
                     save_quality_model(path, p.model_meta, p.model)
@@ -321,6 +331,8 @@ def score(
                     frames.append(score_rows(batch, m, meas, p, target))
                     details[(m, meas, p.framework)] = p.detail
 
+        if fitprog is not None:
+            fitprog.close()
     scores = pd.concat(frames, ignore_index=True)
     summ = summary_rows(scores, target, details, failure_threshold, include_train_cases)
     write_table(scores, output)

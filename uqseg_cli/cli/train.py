@@ -20,7 +20,7 @@ from uqseg_cli.cli.common import (
     resolve_device,
 )
 from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, UqsegError
-from uqseg_cli.progress import log, warn
+from uqseg_cli.progress import Progress, log, warn
 
 
 def parse_size(text: str | None, n: int | None, what: str) -> list[int] | None:
@@ -257,19 +257,22 @@ def train(
     )
     log(f"training {model} on {len(cases)} case(s), {n_members} member(s), {epochs} epoch(s), device {dev}", quiet)
     rows: list[dict] = []
+    # every epoch of every member: a bar with the time left on a terminal, one line per epoch with ETA off it
+    prog = Progress(n_members * epochs, "train", quiet=quiet, interval=0.0)
 
     def on_epoch(r) -> None:
         rows.append(vars(r).copy())
         write_table(pd.DataFrame(rows), log_path)
         vd = "-" if r.val_dice is None else f"{r.val_dice:.4f}"
-        log(
+        prog.update(
+            len(rows),
             f"member {r.member} epoch {r.epoch}/{epochs}: loss {r.train_loss:.4f}, val Dice {vd}, "
             f"{r.seconds:.1f} s{' *' if r.best else ''}",
-            quiet,
+            status="",
         )
 
     summary = []
-    for trained in train_members(cases, opts, dev, on_epoch):
+    for trained in _closing(train_members(cases, opts, dev, on_epoch), prog):
         path = save_checkpoint(outs[trained.meta.member], trained.model, trained.meta)
         m = trained.meta
         summary.append(
@@ -292,6 +295,14 @@ def train(
     if failed:
         typer.echo(f"uqseg: {len(failed)} case(s) could not be read: {', '.join(sorted(failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)
+
+
+def _closing(items, prog):
+    """Yield from ``items``; close the progress bar when they end (or the loop over them stops)."""
+    try:
+        yield from items
+    finally:
+        prog.close()
 
 
 def register(app: typer.Typer) -> None:
