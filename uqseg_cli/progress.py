@@ -151,3 +151,48 @@ class FitProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class Steps:
+    """Numbered steps of a stage (``explain``: model pass, Grad-CAM, UMAP, plots, report).
+
+    ``start(what)`` logs ``<label> step i/N: what (elapsed …)``; while a step runs, a line ``… still running``
+    follows every ``heartbeat`` seconds, so a single long call (UMAP's first compilation, say) is never silent for
+    longer. ``close()`` ends the last step. Quiet: nothing.
+    """
+
+    def __init__(self, total: int, label: str, quiet: bool = False, heartbeat: float = 10.0):
+        self.total, self.label, self.quiet, self.heartbeat = total, label, quiet, heartbeat
+        self.i = 0
+        self.start_time = time.monotonic()
+        self._stop = None
+        self._thread = None
+
+    def start(self, what: str) -> None:
+        self._end()
+        self.i += 1
+        if self.quiet:
+            return
+        short = f"{self.label} step {self.i}/{self.total}"
+        name = f"{short}: {what}"
+        log(f"{name} (elapsed {_fmt(time.monotonic() - self.start_time)})")
+        import threading
+
+        stop = threading.Event()
+        t0 = time.monotonic()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat):
+                log(f"{short} still running ({_fmt(time.monotonic() - t0)} in this step)")
+
+        self._stop, self._thread = stop, threading.Thread(target=beat, daemon=True)
+        self._thread.start()
+
+    def _end(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()
+            self._stop = self._thread = None
+
+    def close(self) -> None:
+        self._end()

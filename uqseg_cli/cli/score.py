@@ -223,6 +223,7 @@ def score(
     )
     with StageFile(src, expect_stage="uncertainty") as sf:
         ids, methods, all_measures = pick_methods_measures(sf, method, None)
+        _warn_unequal_T(sf, ids, methods)
         wanted = split_list(measure) or [COMBINED]
         if "all" in wanted:
             wanted = [*all_measures, COMBINED]
@@ -355,6 +356,33 @@ def score(
     if got.failed:
         typer.echo(f"uqseg: {len(got.failed)} case(s) failed: {', '.join(sorted(got.failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)
+
+
+def sample_counts(sf: StageFile, case_id: str, methods: list[str]) -> dict[str, int]:
+    """Samples T per method (samples.h5's groups of ``case_id``, else its config), for the methods known."""
+    out: dict[str, int] = {}
+    try:
+        samples = sf.upstream("sample")
+    except Exception:
+        return out
+    for m in methods:
+        g = samples.h5.get(f"cases/{case_id}/{m}")
+        t = g.attrs.get("T") if g is not None else None
+        if t is None:
+            t = (samples.config.get("T") or {}).get(m)
+        if t is not None:
+            out[m] = int(t)
+    return out
+
+
+def _warn_unequal_T(sf: StageFile, ids: list[str], methods: list[str]) -> None:
+    """Guard rail: methods drawn with different numbers of samples T compared in one score (one line)."""
+    ts = sample_counts(sf, ids[0], methods) if ids and len(methods) > 1 else {}
+    if len(set(ts.values())) > 1:
+        counts = ", ".join(f"{m} T={t}" for m, t in ts.items())
+        warn(f"methods with different sample counts are compared in one score ({counts}): "
+             "uncertainty estimates from fewer samples are noisier, so part of any difference between them is T "
+             "(sample again with equal -T, or score each method on its own)")
 
 
 def _folds_any(batch: Batch, cv: int, seed: int):

@@ -28,7 +28,7 @@ import pandas as pd
 from uqseg_cli.errors import CaseError, InputError, UqsegError
 from uqseg_cli.explain import plots
 from uqseg_cli.explain.report import Figure, Section, write_report
-from uqseg_cli.progress import Progress, log, warn
+from uqseg_cli.progress import Progress, Steps, log, warn
 
 SCORE_CASE = ("case", "case_id")
 SCORE_PRED = ("predicted_dice", "predicted_iou", "predicted", "predicted_quality", "prediction", "pred")
@@ -280,16 +280,24 @@ def predict_and_embed(model, sf, case_ids: Sequence[str], meta: dict, opts: Expl
             emb[cid] = ei.reshape(-1)
         batch.clear()
 
+    prog = Progress(len(case_ids), "explain: quality model", quiet=opts.quiet)
+    done = 0
     for cid in case_ids:
         try:
             batch.append((cid, build_inputs(sf.case(cid), meta)))
         except (CaseError, UqsegError) as exc:
             failed[cid] = str(exc)
             warn(f"case {cid}: {exc}")
+            prog.advance(cid, "failed")
             continue
         if len(batch) >= opts.batch_size:
+            n = len(batch)
             flush()
+            done += n
+            prog.update(done + len(failed), cid)
     flush()
+    prog.update(len(case_ids), case_ids[-1] if case_ids else "")
+    prog.close()
     return pred, emb, failed
 
 
@@ -430,6 +438,35 @@ def explain(
     scores_summary: pd.DataFrame | None = None,
     extra_links: list[tuple[str, str]] | None = None,
 ) -> ExplainResult:
+    """Run every step that the given inputs allow (see the module docstring); returns what was written.
+
+    Each step is announced (with a line every 10 s while it runs) and per-case loops show progress with ETA."""
+    steps = Steps(5, "explain", opts.quiet)
+    try:
+        return _explain(
+            opts, steps, sf=sf, sf_path=sf_path, model=model, meta=meta, model_path=model_path, scores=scores,
+            features=features, bins=bins, summary_table=summary_table, scores_summary=scores_summary,
+            extra_links=extra_links,
+        )
+    finally:
+        steps.close()
+
+
+def _explain(
+    opts: ExplainOptions,
+    steps: Steps,
+    sf=None,
+    sf_path: Path | None = None,
+    model=None,
+    meta: dict | None = None,
+    model_path: Path | None = None,
+    scores: pd.DataFrame | None = None,
+    features: pd.DataFrame | None = None,
+    bins: pd.DataFrame | None = None,
+    summary_table: pd.DataFrame | None = None,
+    scores_summary: pd.DataFrame | None = None,
+    extra_links: list[tuple[str, str]] | None = None,
+) -> ExplainResult:
     """Run every step that the given inputs allow (see the module docstring); returns what was written."""
     from uqseg_cli.io.tables import write_table
     from uqseg_cli.metrics.regression import regression_summary
@@ -443,6 +480,7 @@ def explain(
     method, measure = _method_measure(meta, opts, sf)
 
     # 1. cases, predictions, truth, embeddings
+    steps.start("cases, predictions" + (" and the quality model's embedding" if model is not None else ""))
     case_ids: list[str] = list(sf.case_ids) if sf is not None else []
     if scores is not None:
         if sf is not None:
@@ -489,6 +527,7 @@ def explain(
         result.summary["regression"] = s
 
     # 2. Grad-CAM
+    steps.start("Grad-CAM" if model is not None and opts.gradcam else "Grad-CAM (skipped)")
     figs_cam: list[Figure] = []
     if model is not None and opts.gradcam:
         chosen = select_cases({c: v for c, v in pred.items() if c not in result.failed}, opts.worst, opts.best)
@@ -520,6 +559,7 @@ def explain(
                     result.files.append(png)
 
     # 3. UMAP
+    steps.start("UMAP (the first run in a process compiles numba code: up to a minute)")
     figs_umap: list[Figure] = []
     links: list[tuple[str, str]] = []
     color_by = opts.color_by
@@ -592,6 +632,7 @@ def explain(
             warn(f"UMAP of the features needs at least 3 cases, have {len(fids)}; skipped")
 
     # 4. plots
+    steps.start("plots and uncertainty overlays")
     figs_plots: list[Figure] = []
     if (have_true & have_pred).sum() >= 2:
         ok = have_true & have_pred
@@ -650,6 +691,7 @@ def explain(
         unc_prog.close()
 
     # 5. report
+    steps.start("report.html")
     summary_tables = []
     shown_method = str(scores["method"].iloc[0]) if scores is not None and len(scores) else method
     shown_measure = str(scores["measure"].iloc[0]) if scores is not None and len(scores) else _measure_label(
