@@ -141,13 +141,13 @@ class FitProgress:
 
     def epoch(self, name: str, e: int, n: int) -> None:
         base = self.fit * self.epochs
-        self.bar.update(base + min(e, self.epochs), f"fit {self.fit + 1}/{self.fits} {name}: epoch {e}/{n}")
+        self.bar.update(base + min(e, self.epochs), f"fit {self.fit + 1}/{self.fits} {name}: epoch {e}/{n}", "")
 
     def done(self, name: str, line: str = "") -> None:
         self.fit = min(self.fit + 1, self.fits)
         if line:
             self.bar.note(f"{name}: {line}")
-        self.bar.update(self.fit * self.epochs, f"fit {self.fit}/{self.fits} {name} done")
+        self.bar.update(self.fit * self.epochs, f"fit {self.fit}/{self.fits} {name} done", "")
 
     def close(self) -> None:
         self.bar.close()

@@ -76,7 +76,8 @@ def explain(
         str | None,
         typer.Option(
             "--layer",
-            help="Module name for Grad-CAM [default: the model's last convolutional stage, e.g. "
+            help="Module name(s) for Grad-CAM, a comma list is combined (each map scaled to its maximum, then "
+            "averaged) [default: the last three resolution stages, e.g. backbone.layer2,backbone.layer3,"
             "backbone.layer4]. e.g. --layer backbone.layer3",
         ),
     ] = None,
