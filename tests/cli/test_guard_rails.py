@@ -106,7 +106,8 @@ def test_score_warns_about_methods_with_different_T(tmp_path, capsys, monkeypatc
 def test_score_shows_fits_and_epochs_with_eta(tmp_path, capsys, monkeypatch):
     write_chain(tmp_path, n=8, shape=(24, 24))
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_captured(capsys, "score", "--measure", "entropy", "--cv", "2", "--backbone", "test_resnet",
+    code, _, err = run_captured(capsys, "score", "--framework", "seg-unc", "--measure", "entropy", "--cv", "2",
+                                "--backbone", "test_resnet",
                                 "--input-size", "32", "--epochs", "2", "--batch-size", "8", "--device", "cpu")
     assert code == 0, err
     assert "fitting 3 CNN quality model(s) of at most 2 epochs" in err
