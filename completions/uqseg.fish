@@ -1,10 +1,17 @@
-_uqseg_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _UQSEG_COMPLETE=complete_bash $1 ) )
-    return 0
-}
+function _uqseg_completion;
+    set -l response (env _UQSEG_COMPLETE=fish_complete COMP_WORDS=(commandline -cp) COMP_CWORD=(commandline -t) uqseg);
 
-complete -o default -F _uqseg_completion uqseg
+    for completion in $response;
+        set -l metadata (string split "," $completion);
+
+        if test $metadata[1] = "dir";
+            __fish_complete_directories $metadata[2];
+        else if test $metadata[1] = "file";
+            __fish_complete_path $metadata[2];
+        else if test $metadata[1] = "plain";
+            echo $metadata[2];
+        end;
+    end;
+end;
+
+complete --no-files --command uqseg --arguments "(_uqseg_completion)";

@@ -1,10 +1,40 @@
+#compdef uqseg
+
 _uqseg_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _UQSEG_COMPLETE=complete_bash $1 ) )
-    return 0
+    local -a completions
+    local -a completions_with_descriptions
+    local -a response
+    (( ! $+commands[uqseg] )) && return 1
+
+    response=("${(@f)$(env COMP_WORDS="${words[*]}" COMP_CWORD=$((CURRENT-1)) _UQSEG_COMPLETE=zsh_complete uqseg)}")
+
+    for type key descr in ${response}; do
+        if [[ "$type" == "plain" ]]; then
+            if [[ "$descr" == "_" ]]; then
+                completions+=("$key")
+            else
+                completions_with_descriptions+=("$key":"$descr")
+            fi
+        elif [[ "$type" == "dir" ]]; then
+            _path_files -/
+        elif [[ "$type" == "file" ]]; then
+            _path_files -f
+        fi
+    done
+
+    if [ -n "$completions_with_descriptions" ]; then
+        _describe -V unsorted completions_with_descriptions -U
+    fi
+
+    if [ -n "$completions" ]; then
+        compadd -U -V unsorted -a completions
+    fi
 }
 
-complete -o default -F _uqseg_completion uqseg
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+    # autoload from fpath, call function directly
+    _uqseg_completion "$@"
+else
+    # eval/source/. command, register function for later
+    compdef _uqseg_completion uqseg
+fi

@@ -15,7 +15,7 @@ from tests.explain.synth import write_bins, write_quality_model, write_scores, w
 from tests.explain.test_plots import assert_png_ok
 from uqseg_cli.cli.app import app, main
 from uqseg_cli.errors import UqsegError
-from uqseg_cli.explain.gradcam import grad_cam, resize_map
+from uqseg_cli.explain.gradcam import combined_cam, resize_map
 from uqseg_cli.explain.report import missing_references, referenced_files
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.quality.checkpoint import load_quality_model
@@ -68,7 +68,7 @@ def test_full_run_from_scores(folder):
         model, meta = load_quality_model(d / "quality.pt")
         with StageFile(d / "uncertainty.h5") as sf:
             for c in (ids[0], ids[-1]):
-                alone = grad_cam(model, build_inputs(sf.case(c), meta)[None]).cam
+                alone = combined_cam(model, build_inputs(sf.case(c), meta)[None]).cam
                 ref = resize_map(alone, (40, 48))[0].numpy()
                 np.testing.assert_allclose(f[f"cases/{c}/gradcam"][()], ref, rtol=1e-4, atol=1e-6 * ref.max())
     # UMAP table: one row per case, documented columns, values from scores.csv

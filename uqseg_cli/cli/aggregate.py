@@ -18,7 +18,16 @@ from uqseg_cli.aggregate import (
     correlation_table,
     wide_table,
 )
-from uqseg_cli.cli.common import Overwrite, Quiet, default_input
+from uqseg_cli.cli.common import (
+    CpuDevice,
+    JsonOut,
+    Overwrite,
+    Quiet,
+    Threads,
+    apply_threads,
+    cpu_stage_device,
+    default_input,
+)
 from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, UqsegError
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, write_table
@@ -66,7 +75,7 @@ def aggregate(
     ] = "features.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Methods to read (repeat or comma list), e.g. tta (default: all)."),
+        typer.Option("--method", help="Methods to read (repeat or comma list), e.g. tta (default: all)."),
     ] = None,
     measure: Annotated[
         list[str] | None,
@@ -126,8 +135,11 @@ def aggregate(
             "reference, sorted, e.g. --correlate correlations.csv.",
         ),
     ] = None,
+    device: CpuDevice = "auto",
+    threads: Threads = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    as_json: JsonOut = False,
 ) -> None:
     """Condense uncertainty maps into per-case scores (regions, volumes, a combined score).
 
@@ -142,6 +154,10 @@ def aggregate(
       uqseg aggregate --method tta --wide -o - | head
       uqseg aggregate --weights learned --correlate correlations.csv
     """
+    cpu_stage_device(device, "aggregate", quiet)
+    apply_threads(threads, torch_too=False)
+    if as_json and output == "-":
+        raise UqsegError("--json and -o - both write to standard output; pick one")
     if combine_region not in REGIONS:
         raise UqsegError(f"--combine-region {combine_region!r}: choose from {', '.join(REGIONS)}")
     if weights not in ("equal", "learned"):
@@ -218,6 +234,14 @@ def aggregate(
         else:
             write_table(correlation_table(long, got.quality), correlate)
             log(f"correlations with Dice, IoU and HD95 over {len(got.quality)} case(s) -> {correlate}", quiet)
+    if as_json:
+        import json
+        import sys
+
+        doc = {"input": str(src), "output": str(output), "cases": int(long["case"].nunique()), "methods": methods,
+               "measures": measures, "rows": int(len(table)), "correlations": str(correlate) if correlate else None,
+               "stats": str(s_path) if s_path is not None and s_path.exists() else None, "failed": got.failed}
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     if got.failed:
         typer.echo(f"uqseg: {len(got.failed)} case(s) failed: {', '.join(sorted(got.failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)

@@ -6,8 +6,15 @@ import importlib
 import os
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.29 bundles its own click; the command objects are of that click
+    from typer import _click as click
+    from typer._click.shell_completion import CompletionItem
+except ImportError:  # pragma: no cover - older typer on the real click
+    import click
+    from click.shell_completion import CompletionItem
+
 from typer.core import TyperGroup
 
 from uqseg_cli import __version__, signals
@@ -54,6 +61,65 @@ SUMMARIES: dict[str, str] = {
 MODULES: dict[str, str] = {"import": "import_"}
 
 
+# `-h` is `--help` on the root and on every stage.
+CONTEXT_SETTINGS: dict = {"help_option_names": ["-h", "--help"]}
+
+
+def _split_default(text: str) -> tuple[str, str | None]:
+    """``"Output, e.g. x (default: all)."`` → ``("Output, e.g. x.", "all")``: a default written into a help text
+    as ``[default: …]`` or ``(default: …)`` (brackets may nest), taken out so that it is shown the one standard way.
+    """
+    low = text.lower()
+    for opener in ("[default", "(default"):
+        start = low.find(opener)
+        if start < 0:
+            continue
+        depth, end = 0, -1
+        for i in range(start, len(text)):
+            if text[i] in "[(":
+                depth += 1
+            elif text[i] in "])":
+                depth -= 1
+                if depth == 0:
+                    end = i
+                    break
+        if end < 0:
+            continue
+        value = text[start + len(opener) : end].lstrip(":").strip()
+        rest = (text[:start].rstrip() + text[end + 1 :]).strip()
+        for bad, good in ((" .", "."), ("..", "."), (" ;", ";"), (" ,", ","), (". .", ".")):
+            rest = rest.replace(bad, good)
+        return rest, value
+    return text, None
+
+
+def polish_help(cmd) -> None:
+    """Every option of a stage shows its default as ``[default: …]``, and rich markup never eats a ``[…]``.
+
+    A default given in the help text (``(default: all)``, ``[default: ./predict.h5]``) replaces typer's (which
+    is empty for a ``None`` default); an option without a written default and with a ``None`` default shows
+    ``[default: none]``. Plain on/off flags show nothing (they are off unless given).
+    """
+    from rich.markup import escape
+
+    if cmd.help:
+        # A blank line more after the first paragraph: typer dedents the rest of the text as one block, which
+        # strips the indentation of an Examples block that directly follows the first paragraph.
+        first, sep, rest = escape(cmd.help).partition("\n\n")
+        cmd.help = first + (sep + "\n" + rest if sep else "")
+    for p in cmd.params:
+        if getattr(p, "param_type_name", "") != "option" or p.name == "help":
+            continue
+        text, written = _split_default(p.help or "")
+        flag = bool(getattr(p, "is_flag", False)) and not getattr(p, "secondary_opts", None)
+        if written is None and not flag and p.default is None and not p.required:
+            written = "none"
+        if written is not None:
+            p.show_default = False
+            text = f"{text} [default: {written}]".strip()
+        p.help = escape(text)
+
+
 class LazyStages(TyperGroup):
     """Stages in pipeline order, imported on first use."""
 
@@ -62,10 +128,17 @@ class LazyStages(TyperGroup):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in STAGES:
-            sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False, add_completion=False)
+            sub = typer.Typer(
+                rich_markup_mode="rich",
+                pretty_exceptions_enable=False,
+                add_completion=False,
+                context_settings=CONTEXT_SETTINGS,
+            )
             importlib.import_module(f"uqseg_cli.cli.{MODULES.get(name, name)}").register(sub)
             cmd = typer.main.get_command(sub)
-            self.commands[name] = cmd.commands[name] if isinstance(cmd, click.Group) else cmd
+            cmd = cmd.commands[name] if hasattr(cmd, "commands") else cmd
+            polish_help(cmd)
+            self.commands[name] = cmd
         return self.commands.get(name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -74,10 +147,19 @@ class LazyStages(TyperGroup):
             formatter.write_dl(rows)
 
     def shell_complete(self, ctx: click.Context, incomplete: str):
-        from click.shell_completion import CompletionItem
-
         items = [CompletionItem(n, help=SUMMARIES.get(n)) for n in STAGES if n.startswith(incomplete)]
         return items + [i for i in click.Command.shell_complete(self, ctx, incomplete)]
+
+    def _main_shell_completion(self, ctx_args, prog_name: str, complete_var: str | None = None) -> None:
+        """click's ``_UQSEG_COMPLETE=<shell>_source|<shell>_complete`` (see cli/completion.py); typer's reversed
+        ``source_<shell>``/``complete_<shell>`` (``uqseg --install-completion``) as before."""
+        from uqseg_cli.cli.completion import click_instruction, run
+
+        var = complete_var or f"_{prog_name}_COMPLETE".replace("-", "_").upper()
+        parsed = click_instruction(os.environ.get(var))
+        if parsed is not None:
+            sys.exit(run(self, ctx_args, prog_name, var, *parsed))
+        super()._main_shell_completion(ctx_args, prog_name, complete_var)
 
 
 app = typer.Typer(
@@ -89,6 +171,7 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=CONTEXT_SETTINGS,
 )
 
 

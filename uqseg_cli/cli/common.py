@@ -24,6 +24,65 @@ PartId = Annotated[
     typer.Option("--part-id", min=0, help="Which part (0-based) this run does (default: SLURM_ARRAY_TASK_ID or 0)."),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+CpuDevice = Annotated[
+    str,
+    typer.Option("--device", help="auto, cpu, cuda or cuda:N; accepted like on every stage, but this one computes "
+                 "with NumPy on the CPU."),
+]
+Threads = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        min=0,
+        help="CPU threads for torch and NumPy/BLAS (0 = the libraries' default: one per core; on a machine shared "
+        "with other jobs 1 is often faster). e.g. --threads 1",
+    ),
+]
+
+
+def apply_threads(threads: int, torch_too: bool = True) -> None:
+    """``--threads N``: limit torch's intra-op threads and the BLAS/OpenMP pools NumPy and SciPy use (0: leave)."""
+    if not threads:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=int(threads))
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    if torch_too:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def cpu_stage_device(name: str, stage: str, quiet: bool = False) -> None:
+    """``--device`` of a stage that computes with NumPy on the CPU: checked like everywhere (so one command line
+    fits every stage), and a CUDA choice is said to change nothing here."""
+    from uqseg_cli.progress import log
+
+    name = name.strip().lower()
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        raise UqsegError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda"):
+        log(f"{stage} computes with NumPy on the CPU; --device {name} changes nothing here", quiet)
+
+
+def stage_json(result, **extra) -> None:
+    """``--json`` of a case-by-case stage: output file, cases written now / kept from an earlier run, failures."""
+    import json
+    import sys
+
+    doc = {
+        "output": str(result.out),
+        "cases_done": len(result.done),
+        "cases_resumed": len(result.skipped),
+        "failed": dict(result.failed),
+        "interrupted": bool(getattr(result, "interrupted", False)),
+        **extra,
+    }
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def resolve_device(name: str):

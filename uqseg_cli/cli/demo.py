@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import Device, JsonOut, Overwrite, Quiet
+from uqseg_cli.cli.common import Device, JsonOut, Overwrite, Quiet, Threads, apply_threads
 from uqseg_cli.errors import UqsegError
 
 
@@ -18,6 +18,7 @@ def demo(
     quick: Annotated[bool, typer.Option("--quick", help="A tiny run (16 cases, 2 epochs) for smoke tests.")] = False,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Segmenter epochs (default 25).")] = None,
     device: Device = "auto",
+    threads: Threads = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     as_json: JsonOut = False,
@@ -33,6 +34,7 @@ def demo(
         if not overwrite:
             raise UqsegError(f"{output}: exists and is not empty; pass --overwrite or choose another -o")
         shutil.rmtree(output)
+    apply_threads(threads)
     cfg = DemoConfig.quick() if quick else DemoConfig()
     if epochs is not None:
         cfg = DemoConfig(**{**cfg.__dict__, "epochs": epochs})
@@ -45,4 +47,4 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo", help="Run the whole pipeline on built-in synthetic data and summarise what it found.")(demo)
+    app.command("demo")(demo)

@@ -10,7 +10,17 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from uqseg_cli.cli.common import JsonOut, NumParts, Overwrite, PartId, Quiet
+from uqseg_cli.cli.common import (
+    CpuDevice,
+    JsonOut,
+    NumParts,
+    Overwrite,
+    PartId,
+    Quiet,
+    Threads,
+    apply_threads,
+    cpu_stage_device,
+)
 from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, StoreError, UqsegError
 from uqseg_cli.evaluation import (
     BIN_COLUMNS,
@@ -106,7 +116,7 @@ def evaluate(
     ] = "metrics.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="samples.h5 methods to evaluate (repeat or comma list) (default: all)."),
+        typer.Option("--method", help="samples.h5 methods to evaluate (repeat or comma list) (default: all)."),
     ] = None,
     bins: Annotated[
         int | None,
@@ -149,6 +159,8 @@ def evaluate(
     ] = False,
     num_parts: NumParts = None,
     part_id: PartId = None,
+    device: CpuDevice = "auto",
+    threads: Threads = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     as_json: JsonOut = False,
@@ -166,6 +178,8 @@ def evaluate(
       uqseg evaluate -i predict.h5 --protocol curvas2024 -o curvas.csv
       uqseg evaluate -i predict.h5 --num-parts 4 --part-id 0   # then: uqseg evaluate --merge-parts
     """
+    cpu_stage_device(device, "evaluate", quiet)
+    apply_threads(threads, torch_too=False)
     if protocol not in PROTOCOLS:
         raise UqsegError(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
     modes = _split(crps) or (["curvas"] if protocol == "curvas2024" else ["gaussian"])

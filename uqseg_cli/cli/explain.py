@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed
+from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, Threads, apply_threads
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.progress import log
 
@@ -43,6 +44,7 @@ def explain(
     model: Annotated[
         Path | None,
         typer.Option(
+            "-m",
             "--model",
             help="Quality model (CNN framework) from `uqseg score` [default: quality.pt beside the input, if "
             "present]. Without one only the plots, feature UMAP and report are made. e.g. --model quality.pt",
@@ -74,7 +76,8 @@ def explain(
         str | None,
         typer.Option(
             "--layer",
-            help="Module name for Grad-CAM [default: the model's last convolutional stage, e.g. "
+            help="Module name(s) for Grad-CAM, a comma list is combined (each map scaled to its maximum, then "
+            "averaged) [default: the last three resolution stages, e.g. backbone.layer2,backbone.layer3,"
             "backbone.layer4]. e.g. --layer backbone.layer3",
         ),
     ] = None,
@@ -129,6 +132,7 @@ def explain(
     pdf: Annotated[bool, typer.Option("--pdf", help="Also write every figure as PDF.")] = False,
     seed: Seed = 0,
     device: Device = "auto",
+    threads: Threads = 0,
     batch_size: BatchSize = 8,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -163,6 +167,7 @@ def explain(
     if model is not None and not model_path.exists():
         raise UqsegError(f"--model {model}: quality model not found")
     qmodel, meta = None, None
+    apply_threads(threads)
     dev = resolve_device(device)
     if model_path is not None:
         from uqseg_cli.quality.checkpoint import load_quality_model
@@ -186,6 +191,21 @@ def explain(
     summ = bins_path.with_name(bins_path.name.replace(".bins.csv", ".summary.csv")) if bins_path else None
     summary_df = pd.read_csv(summ) if summ is not None and summ.exists() and summ != bins_path else None
     feat_df = read_table(features, required=["case"]) if features is not None else None
+    # the report links the full tables instead of printing them
+    out_dir = Path(output)
+    scores_summary, links = None, []
+    if src.suffix.lower() == ".csv":
+        s_sum = src.with_name(f"{src.stem}.summary.csv")
+        scores_summary = pd.read_csv(s_sum) if s_sum.exists() else None
+        links += [(src, f"{src.name} (predicted and true {(meta or {}).get('target', 'dice')} of every case)")]
+        if s_sum.exists():
+            links.append((s_sum, f"{s_sum.name} (R², Pearson, Spearman, MAE, AURC of every configuration)"))
+    if bins_path is not None:
+        for p, what in ((summ, "every metric, per method and class"), (bins_path.with_name(
+                bins_path.name.replace(".bins.csv", ".csv")), "every case, method and class")):
+            if p is not None and p.exists() and p != bins_path:
+                links.append((p, f"{p.name} ({what})"))
+    extra_links = [(os.path.relpath(Path(p).resolve(), out_dir.resolve()), label) for p, label in links]
     opts = ExplainOptions(
         out_dir=Path(output),
         direction=direction,
@@ -212,7 +232,8 @@ def explain(
     try:
         result = run_explain(
             opts, sf=sf, sf_path=h5_path, model=qmodel, meta=meta, model_path=model_path, scores=scores,
-            features=feat_df, bins=bins_df, summary_table=summary_df,
+            features=feat_df, bins=bins_df, summary_table=summary_df, scores_summary=scores_summary,
+            extra_links=extra_links,
         )
     finally:
         if sf is not None:
@@ -232,6 +253,4 @@ def explain(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "explain", help="Grad-CAM, UMAP, plots and report.html for the quality predictions: explain/."
-    )(explain)
+    app.command("explain")(explain)

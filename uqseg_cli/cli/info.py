@@ -89,16 +89,164 @@ def _print(d: dict) -> None:
         del layout
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A torch file (``seg.pt``, ``quality.pt``: a zip archive, or named ``.pt``/``.pth``) rather than HDF5."""
+    import zipfile
+
+    return path.is_file() and (path.suffix.lower() in (".pt", ".pth") or zipfile.is_zipfile(path))
+
+
+def describe_checkpoint(path: Path) -> dict:
+    """A JSON-able description of a segmenter (``seg.pt``) or quality model (``quality.pt``); loads with
+    ``weights_only=True`` like every uqseg checkpoint, so describing a file from the internet runs no code."""
+    import warnings
+
+    import torch
+
+    from uqseg_cli.models.checkpoint import read_checkpoint
+    from uqseg_cli.quality.checkpoint import FORMAT as QUALITY_FORMAT
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        fmt = payload.get("format") if isinstance(payload, dict) else None
+    except Exception:
+        fmt = None  # read_checkpoint below says what is wrong, in one line
+    if fmt == QUALITY_FORMAT:
+        return _describe_quality(path)
+    meta, state = read_checkpoint(path)
+    prep = meta.preprocessing
+    return {
+        "file": str(path),
+        "kind": "segmenter",
+        "architecture": meta.arch,
+        "parameters": int(sum(int(t.numel()) for t in state.values())),
+        "dims": meta.dims,
+        "classes": list(meta.class_names),
+        "input": {
+            "modality": prep.modality,
+            "channels": prep.channels,
+            "size": list(prep.input_size),
+            "resize": prep.resize,
+            "intensity_window": prep.intensity_window,
+        },
+        "dropout": {k: meta.init_args.get(k) for k in ("dropout", "dropout_at") if k in meta.init_args},
+        "member": meta.member,
+        "members": meta.members,
+        "fold": meta.fold,
+        "folds": meta.folds,
+        "training": {
+            "epochs": meta.epochs,
+            "best_epoch": meta.best_epoch,
+            "val_dice": meta.val_dice,
+            "train_cases": len(meta.train_case_ids),
+            "val_cases": len(meta.val_case_ids),
+            "seed": meta.seed,
+            "data_fingerprint": meta.data_fingerprint,
+            **{k: v for k, v in (meta.training or {}).items() if not isinstance(v, (list, dict))},
+        },
+        "uqseg_version": meta.uqseg_version,
+    }
+
+
+def _describe_quality(path: Path) -> dict:
+    from uqseg_cli.quality.checkpoint import read_quality_checkpoint
+
+    loaded = read_quality_checkpoint(path)
+    meta = loaded["meta"]
+    state = loaded.get("state_dict") or {}
+    seg = meta.get("segmenter")
+    if isinstance(seg, str):  # older files keep it as text
+        seg = {"description": seg}
+    d = {
+        "file": str(path),
+        "kind": "quality model",
+        "framework": meta.get("framework"),
+        "method": meta.get("method"),
+        "measure": meta.get("measure"),
+        "target": meta.get("target", "dice"),
+        "train_cases": len(meta.get("train_cases", [])),
+        "segmenter": seg or {},
+    }
+    if meta.get("framework") == "features":
+        d["architecture"] = "linear and random-forest regression on aggregated features"
+        d["features"] = list(meta.get("features", []))
+        d["models"] = sorted((loaded.get("arrays") or {}).keys())
+    else:
+        d["architecture"] = f"{meta.get('backbone')} ({meta.get('dims')}D CNN), sigmoid output"
+        d["parameters"] = int(sum(int(t.numel()) for t in state.values()))
+        d["input"] = {"size": meta.get("input_size"), "channels": meta.get("channels"),
+                      "classes": meta.get("num_classes")}
+        d["training"] = meta.get("training", {})
+    return d
+
+
+def _print_checkpoint(d: dict) -> None:
+    typer.echo(f"file:          {d['file']}")
+    typer.echo(f"kind:          {d['kind']}")
+    typer.echo(f"architecture:  {d['architecture']}" + (f", {d['parameters'] / 1e6:.2f} M parameters"
+                                                        if d.get("parameters") else ""))
+    if d["kind"] == "segmenter":
+        typer.echo(f"classes:       {', '.join(d['classes'])}")
+        i = d["input"]
+        win = f", window {i['intensity_window']} HU" if i.get("intensity_window") else ""
+        typer.echo(f"input:         {i['modality']}, {i['channels']} channel(s), {d['dims']}D grid "
+                   f"{'x'.join(map(str, i['size']))} ({i['resize']}){win}")
+        if d["dropout"]:
+            typer.echo(f"dropout:       {d['dropout'].get('dropout')} at {d['dropout'].get('dropout_at')}")
+        ens = f"member {d['member']} of {d['members']}" if d["members"] > 1 else "single model"
+        if d["folds"]:
+            ens = f"fold member {d['member']} of {d['folds']} (left out fold {d['fold']})"
+        typer.echo(f"ensemble:      {ens}")
+        t = d["training"]
+        vd = "n/a" if t.get("val_dice") is None else f"{t['val_dice']:.4f}"
+        typer.echo(f"training:      {t['epochs']} epoch(s), best epoch {t['best_epoch']}, validation Dice {vd}, "
+                   f"{t['train_cases']} training + {t['val_cases']} validation case(s), seed {t['seed']}")
+        typer.echo(f"uqseg:         {d['uqseg_version']}")
+        return
+    typer.echo(f"predicts:      {d['target']} from {d['method']}/{d['measure']} (framework {d['framework']})")
+    if d.get("input"):
+        i = d["input"]
+        grid = "x".join(map(str, i["size"] or []))
+        typer.echo(f"input:         grid {grid}, channels {', '.join(i['channels'] or [])}")
+    if d.get("features"):
+        typer.echo(f"features:      {len(d['features'])} ({', '.join(d['features'][:4])}, ...)")
+    t = d.get("training") or {}
+    if t:
+        mse = float(t.get("best_val_mse", float("nan")))
+        typer.echo(f"training:      {t.get('n_train')} (+{t.get('n_val')} validation) case(s), best epoch "
+                   f"{t.get('best_epoch')}/{t.get('epochs_run')}, validation MSE {mse:.4f}")
+    else:
+        typer.echo(f"training:      fitted on {d['train_cases']} case(s)")
+    seg = d.get("segmenter") or {}
+    if seg.get("arch") or seg.get("checkpoint"):
+        typer.echo(f"segmenter:     {seg.get('arch', '?')} ({seg.get('checkpoint', '?')})")
+
+
 def info(
-    file: Annotated[Path, typer.Argument(help="A uqseg HDF5 file (predict.h5, samples.h5, ...).")],
+    file: Annotated[
+        Path, typer.Argument(help="A uqseg HDF5 file (predict.h5, samples.h5, ...) or checkpoint (seg.pt, quality.pt).")
+    ],
     as_json: JsonOut = False,
 ) -> None:
-    """Show what a stage file holds: stage, config, lineage, cases, arrays.
+    """Show what a stage file holds (stage, config, lineage, cases, arrays), or describe a checkpoint
+    (architecture, classes, input size, training record).
 
-    Example: uqseg info predict.h5 --json | jq .cases_complete
+    Examples:
+      uqseg info predict.h5 --json | jq .cases_complete
+      uqseg info seg.pt                  # segmenter: architecture, classes, input, training record
+      uqseg info quality.pt              # quality model: framework, method/measure, input, training record
     """
     if not file.exists() and not Path(str(file) + ".partial").is_dir():
         raise StoreError(f"{file}: file not found")
+    if is_checkpoint(file):
+        d = describe_checkpoint(file)
+        if as_json:
+            typer.echo(json.dumps(d, indent=2, default=str))
+        else:
+            _print_checkpoint(d)
+        return
     d = describe(file)
     if as_json:
         typer.echo(json.dumps(d, indent=2, default=str))
@@ -107,4 +255,4 @@ def info(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("info", help="Show what a stage file holds: stage, config, lineage, cases and arrays.")(info)
+    app.command("info")(info)

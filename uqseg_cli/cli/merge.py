@@ -45,4 +45,4 @@ def merge(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("merge", help="Join the part files of a sharded stage run into one file.")(merge)
+    app.command("merge")(merge)

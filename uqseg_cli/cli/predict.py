@@ -8,7 +8,20 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import BatchSize, Device, NumParts, Overwrite, PartId, Quiet, finish, resolve_device
+from uqseg_cli.cli.common import (
+    BatchSize,
+    Device,
+    JsonOut,
+    NumParts,
+    Overwrite,
+    PartId,
+    Quiet,
+    Threads,
+    apply_threads,
+    finish,
+    resolve_device,
+    stage_json,
+)
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.progress import log
 
@@ -69,11 +82,12 @@ def predict(
     device: Device = "auto",
     batch_size: BatchSize = 8,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="float16 autocast on CUDA (ignored on the CPU).")] = True,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads for torch (0 = torch default).")] = 0,
+    threads: Threads = 0,
     num_parts: NumParts = None,
     part_id: PartId = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Segment every case: softmax probabilities on the original grid, the argmax segmentation, and the image,
     references and rater masks, into predict.h5 (one group per case, resumable, shardable).
@@ -87,7 +101,6 @@ def predict(
       uqseg predict -i volumes/ -m seg3d.pt --num-parts 8 --part-id 3     # one part of an array job
     """
     import numpy as np
-    import torch
 
     from uqseg_cli.inference import Predictor
     from uqseg_cli.io.cases import discover_cases, load_case, split_paths
@@ -104,8 +117,7 @@ def predict(
         raise UqsegError(f"--prob-dtype {prob_dtype!r}: expected float16 or float32")
     if nan_policy not in NAN_POLICIES:
         raise UqsegError(f"--nan-policy {nan_policy!r}: expected {', '.join(NAN_POLICIES)}")
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     dev = resolve_device(device)
     n_parts, p_id = resolve_part(num_parts, part_id)
     specs = {s.id: s for s in discover_cases(input, masks=masks, raters=raters)}
@@ -142,16 +154,28 @@ def predict(
         config["checkpoints"] = [os.path.relpath(p.resolve(), output.resolve().parent) for p in paths]
         config["checkpoint_fingerprints"] = [checkpoint_fingerprint(p) for p in paths]
 
+    from uqseg_cli.quality.targets import overlap_per_class
+    from uqseg_cli.training import infer_modality
+
+    model_modality = predictors[0].ckpt.preprocessing.modality
+    checks = {"modality": {}, "background": []}  # this run's cases, for the guard rails below
+
     def process(case_id: str, group) -> None:
         case = load_case(specs[case_id], nan_policy=nan_policy, class_names=list(meta0.class_names))
         k = held_by.get(case_id, 0)
         pred = predictors[k]
         probs = pred.predict_proba(case.image, case_id).numpy()
+        seg = class_argmax(probs)
+        checks["modality"][case_id] = infer_modality([case])
+        if not seg.any():
+            checks["background"].append(case_id)
         write_array(group, "image", case.image)
         write_array(group, "probabilities", probs, dtype=dtype)
-        write_array(group, "segmentation", class_argmax(probs))
+        write_array(group, "segmentation", seg)
         if case.mask is not None:
             write_array(group, "reference", case.mask.astype(np.uint8))
+            # mean foreground Dice against the reference (what `score` learns to predict), for the summary
+            group.attrs["dice"] = float(overlap_per_class(seg, case.mask, probs.shape[0])[0].mean())
         if case.raters is not None:
             write_array(group, "raters", case.raters.astype(np.uint8))
         group.attrs["spacing"] = [float(s) for s in case.spacing]
@@ -176,7 +200,54 @@ def predict(
     log(f"predicting {len(specs)} case(s) with {meta0.arch} ({checkpoint}) on {dev}", quiet)
     result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)
+    _guard_rails(checks, model_modality, checkpoint)
+    dice = dice_summary(result.out) if Path(result.out).exists() and not result.interrupted else None
+    if dice is not None:
+        log(
+            f"Dice vs reference (--masks) over {dice['n']} case(s): mean {dice['mean']:.3f}, median "
+            f"{dice['median']:.3f}, min {dice['min']:.3f} ({dice['min_case']})",
+            quiet,
+        )
+    if json_out:
+        stage_json(result, stage="predict", dice=dice)
     finish(result)
+
+
+def _guard_rails(checks: dict, model_modality: str, checkpoint: Path) -> None:
+    """One warning line each: a photo model on CT (or the reverse); all background for most cases."""
+    from uqseg_cli.progress import warn
+
+    seen = checks["modality"]
+    other = sorted(c for c, m in seen.items() if m != model_modality)
+    if other:
+        what = {"ct": "CT (NIfTI or float intensities)", "photo": "photos (8/16-bit images)"}
+        warn(
+            f"{checkpoint} was trained on {what.get(model_modality, model_modality)}, but {len(other)} of "
+            f"{len(seen)} case(s) look like {what.get(seen[other[0]], seen[other[0]])} (e.g. {other[0]}): its "
+            "predictions there are unlikely to mean anything; use a model trained on that modality"
+        )
+    empty = sorted(checks["background"])
+    if seen and len(empty) * 2 > len(seen):
+        warn(
+            f"{checkpoint} predicts only background for {len(empty)} of {len(seen)} case(s) (e.g. {empty[0]}): "
+            "a wrong checkpoint for this data, a modality or intensity mismatch, or an undertrained model"
+        )
+
+
+def dice_summary(path: Path) -> dict | None:
+    """Mean, median and min of the per-case Dice ``predict`` stored (cases with a reference), or None."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r") as f:
+        cases = f.get("cases")
+        vals = {c: float(g.attrs["dice"]) for c, g in (cases.items() if cases is not None else []) if "dice" in g.attrs}
+    if not vals:
+        return None
+    arr = np.array(list(vals.values()))
+    worst = min(vals, key=lambda c: (vals[c], c))
+    return {"n": len(vals), "mean": float(arr.mean()), "median": float(np.median(arr)), "min": vals[worst],
+            "min_case": worst}
 
 
 def class_argmax(probs):

@@ -10,15 +10,19 @@ import typer
 from uqseg_cli.cli.common import (
     BatchSize,
     Device,
+    JsonOut,
     NumParts,
     Overwrite,
     PartId,
     Quiet,
     Seed,
+    Threads,
+    apply_threads,
     default_input,
     finish,
     plan_from_parent,
     resolve_device,
+    stage_json,
 )
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.progress import log
@@ -113,6 +117,7 @@ def sample(
         "samples.h5"
     ),
     device: Device = "auto",
+    threads: Threads = 0,
     batch_size: BatchSize = 8,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="float16 autocast on CUDA (ignored on the CPU).")] = True,
     seed: Seed = 0,
@@ -120,6 +125,7 @@ def sample(
     part_id: PartId = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Draw stochastic predictions of every case of predict.h5 and store their running sums in samples.h5.
 
@@ -141,6 +147,7 @@ def sample(
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint
 
     parent = default_input(input, "predict.h5", "predict file")
+    apply_threads(threads)
     if "files" in _split(methods) or sources:
         return _sample_files(parent, _split(methods), _split(sources), models, samples, output, keep_samples,
                              num_parts, part_id, overwrite, quiet)
@@ -156,7 +163,8 @@ def sample(
         bad = [m for m in asked if m not in METHODS]
         if bad:
             raise UqsegError(f"--method {','.join(bad)}: unknown; choose from {', '.join(METHODS)}")
-        chosen = list(dict.fromkeys(asked)) if asked else list(METHODS)
+        # one canonical order, so a resume with the same methods given in another order is the same run
+        chosen = [m for m in METHODS if m in asked] if asked else list(METHODS)
 
         predictors = [Predictor.from_checkpoint(p, dev, batch_size, amp) for p in ckpts]
         _check_members(ckpts, predictors)
@@ -253,6 +261,8 @@ def sample(
         )
         result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)
+    if json_out:
+        stage_json(result, stage="sample", methods=chosen, T=T)
     finish(result)
 
 
@@ -291,4 +301,4 @@ def _check_members(paths, predictors) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sample", help="Bayesian sampling (MC dropout, ensemble, TTA) into running sums: samples.h5.")(sample)
+    app.command("sample")(sample)

@@ -13,11 +13,22 @@ import typer
 
 from uqseg_cli.aggregate import CombinedStats, RegionParams, collect_features
 from uqseg_cli.cli.aggregate import pick_methods_measures, split_list
-from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, default_input, resolve_device
+from uqseg_cli.cli.common import (
+    BatchSize,
+    Device,
+    JsonOut,
+    Overwrite,
+    Quiet,
+    Seed,
+    Threads,
+    apply_threads,
+    default_input,
+    resolve_device,
+)
 from uqseg_cli.errors import EXIT_CASE_FAILED, CaseError, InputError, UqsegError
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, read_table, write_table
-from uqseg_cli.progress import Progress, log, warn
+from uqseg_cli.progress import FitProgress, Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
@@ -77,7 +88,6 @@ def score(
         list[str] | None,
         typer.Option(
             "--method",
-            "-m",
             help="Uncertainty method(s), e.g. tta (repeat or comma list); joint = the features of every method side "
             "by side (features framework) (default: each method).",
         ),
@@ -106,7 +116,9 @@ def score(
     ),
     model: Annotated[
         Path | None,
-        typer.Option("--model", help="Predict with an existing quality model instead of fitting, e.g. quality.pt."),
+        typer.Option(
+            "-m", "--model", help="Predict with an existing quality model instead of fitting, e.g. quality.pt."
+        ),
     ] = None,
     save_model: Annotated[
         Path,
@@ -189,6 +201,7 @@ def score(
         typer.Option("--summary", help="Summary CSV (default: <output stem>.summary.csv; none with -o -)."),
     ] = None,
     device: Device = "auto",
+    threads: Threads = 0,
     seed: Seed = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -247,6 +260,8 @@ def score(
 
     if loss not in LOSSES:
         raise UqsegError(f"--loss {loss!r}: choose from {', '.join(LOSSES)}")
+
+    apply_threads(threads)
     dev = resolve_device(device)
     cfg = FitConfig(
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
@@ -260,6 +275,8 @@ def score(
                 raise UqsegError("--method joint (every method's features side by side) works with --framework "
                                  "features only")
             methods = [ALL_METHODS]
+        else:
+            _warn_unequal_T(sf, ids, methods)
         wanted = split_list(measure) or [COMBINED]
         if "all" in wanted:
             wanted = [*all_measures, COMBINED]
@@ -316,6 +333,12 @@ def score(
             warn("no cross-fitting (--cv < 2): labelled cases get in-sample predictions and no honest summary")
 
         n_configs = len(methods) * len(wanted) * len(frameworks)
+        n_cnn = len(methods) * len(wanted) * len([f for f in frameworks if f != "features"])
+        n_fits = 0 if loaded is not None else n_cnn * ((int(folds.max()) + 1 if folds is not None else 0) + 1)
+        if n_fits:
+            log(f"fitting {n_fits} CNN quality model(s) of at most {epochs} epochs "
+                f"({n_cnn} configuration(s) x {n_fits // n_cnn} fit(s): cross-fitting folds + the final model)", quiet)
+        fitprog = FitProgress(n_fits, epochs, "score: fits", quiet=quiet) if n_fits else None
         frames: list[pd.DataFrame] = []
         details: dict = {}
         saved: list[str] = []
@@ -356,8 +379,12 @@ def score(
                         raise InputError(str(exc)) from None
                     finally:
                         prog.close()
-                    p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev,
-                                              log=None if quiet else (lambda s: log(s)))
+                    try:
+                        p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev,
+                                                  log=None if quiet else (lambda s: log(s)), progress=fitprog)
+                    except BaseException:
+                        fitprog.close()
+                        raise
                     p.model_meta["segmenter"] = _segmenter_info(sf)
                     path = model_path_for(save_model, n_configs, m, meas, fw)
                     save_quality_model(path, p.model_meta, p.model)
@@ -370,6 +397,8 @@ def score(
                     frames.append(score_rows(batch, m, meas, p, target))
                     details[(m, meas, p.framework)] = p.detail
 
+        if fitprog is not None:
+            fitprog.close()
     scores = pd.concat(frames, ignore_index=True)
     summ = summary_rows(scores, target, details, failure_threshold, include_train_cases)
     write_table(scores, output)
@@ -392,6 +421,33 @@ def score(
     if got.failed:
         typer.echo(f"uqseg: {len(got.failed)} case(s) failed: {', '.join(sorted(got.failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)
+
+
+def sample_counts(sf: StageFile, case_id: str, methods: list[str]) -> dict[str, int]:
+    """Samples T per method (samples.h5's groups of ``case_id``, else its config), for the methods known."""
+    out: dict[str, int] = {}
+    try:
+        samples = sf.upstream("sample")
+    except Exception:
+        return out
+    for m in methods:
+        g = samples.h5.get(f"cases/{case_id}/{m}")
+        t = g.attrs.get("T") if g is not None else None
+        if t is None:
+            t = (samples.config.get("T") or {}).get(m)
+        if t is not None:
+            out[m] = int(t)
+    return out
+
+
+def _warn_unequal_T(sf: StageFile, ids: list[str], methods: list[str]) -> None:
+    """Guard rail: methods drawn with different numbers of samples T compared in one score (one line)."""
+    ts = sample_counts(sf, ids[0], methods) if ids and len(methods) > 1 else {}
+    if len(set(ts.values())) > 1:
+        counts = ", ".join(f"{m} T={t}" for m, t in ts.items())
+        warn(f"methods with different sample counts are compared in one score ({counts}): "
+             "uncertainty estimates from fewer samples are noisier, so part of any difference between them is T "
+             "(sample again with equal -T, or score each method on its own)")
 
 
 def _folds_any(batch: Batch, cv: int, seed: int):

@@ -10,9 +10,19 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, resolve_device
+from uqseg_cli.cli.common import (
+    BatchSize,
+    Device,
+    JsonOut,
+    Overwrite,
+    Quiet,
+    Seed,
+    Threads,
+    apply_threads,
+    resolve_device,
+)
 from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, UqsegError
-from uqseg_cli.progress import log, warn
+from uqseg_cli.progress import Progress, log, warn
 
 
 def parse_size(text: str | None, n: int | None, what: str) -> list[int] | None:
@@ -167,9 +177,7 @@ def train(
     ] = None,
     device: Device = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (ignored on the CPU).")] = True,
-    threads: Annotated[
-        int, typer.Option("--threads", min=0, help="CPU threads for torch (0 = torch default). e.g. --threads 2")
-    ] = 0,
+    threads: Threads = 0,
     seed: Seed = 0,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -188,7 +196,6 @@ def train(
       uqseg train -i ct/ --masks label.nii.gz -m unet3d-small --patch-size 64 -o seg3d.pt
     """
     import pandas as pd
-    import torch
 
     from uqseg_cli.augment import AugmentConfig
     from uqseg_cli.io.cases import discover_cases, load_case
@@ -218,8 +225,7 @@ def train(
     if existing and not overwrite:
         raise UqsegError(f"{existing[0]}: exists; pass --overwrite to replace it")
     dev = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
 
     specs = discover_cases(input, masks=masks)
     cases, failed = [], {}
@@ -260,15 +266,18 @@ def train(
     )
     log(f"training {model} on {len(cases)} case(s), {n_members} member(s), {epochs} epoch(s), device {dev}", quiet)
     rows: list[dict] = []
+    # every epoch of every member: a bar with the time left on a terminal, one line per epoch with ETA off it
+    prog = Progress(n_members * epochs, "train", quiet=quiet, interval=0.0)
 
     def on_epoch(r) -> None:
         rows.append(vars(r).copy())
         write_table(pd.DataFrame(rows), log_path)
         vd = "-" if r.val_dice is None else f"{r.val_dice:.4f}"
-        log(
+        prog.update(
+            len(rows),
             f"member {r.member} epoch {r.epoch}/{epochs}: loss {r.train_loss:.4f}, val Dice {vd}, "
             f"{r.seconds:.1f} s{' *' if r.best else ''}",
-            quiet,
+            status="",
         )
 
     summary = []
@@ -280,7 +289,7 @@ def train(
     try:
         for o in outs:
             clean_leftovers(o, quiet)
-        for trained in train_members(cases, opts, dev, on_epoch):
+        for trained in _closing(train_members(cases, opts, dev, on_epoch), prog):
             k = trained.meta.member
             if k == 0:
                 main = trained
@@ -307,6 +316,14 @@ def train(
     if failed:
         typer.echo(f"uqseg: {len(failed)} case(s) could not be read: {', '.join(sorted(failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)
+
+
+def _closing(items, prog):
+    """Yield from ``items``; close the progress bar when they end (or the loop over them stops)."""
+    try:
+        yield from items
+    finally:
+        prog.close()
 
 
 def _staging(path: Path) -> Path:

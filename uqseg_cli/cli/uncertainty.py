@@ -7,7 +7,21 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import NumParts, Overwrite, PartId, Quiet, default_input, finish, plan_from_parent
+from uqseg_cli.cli.common import (
+    CpuDevice,
+    JsonOut,
+    NumParts,
+    Overwrite,
+    PartId,
+    Quiet,
+    Threads,
+    apply_threads,
+    cpu_stage_device,
+    default_input,
+    finish,
+    plan_from_parent,
+    stage_json,
+)
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.progress import log
 
@@ -51,8 +65,11 @@ def uncertainty(
     dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype of the maps: float32 or float16.")] = "float32",
     num_parts: NumParts = None,
     part_id: PartId = None,
+    device: CpuDevice = "auto",
+    threads: Threads = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Compute confidence, entropy, expected entropy, mutual information and EPKL maps per case and method.
 
@@ -71,6 +88,8 @@ def uncertainty(
     from uqseg_cli.io.store import StageFile, write_array
     from uqseg_cli.measures import EPKL_PAIRS, MEASURES
 
+    cpu_stage_device(device, "uncertainty", quiet)
+    apply_threads(threads, torch_too=False)
     if epkl_pairs not in EPKL_PAIRS:
         raise UqsegError(f"--epkl-pairs {epkl_pairs!r}: choose all or distinct")
     if dtype not in DTYPES:
@@ -79,6 +98,8 @@ def uncertainty(
     bad = [m for m in chosen_measures if m not in MEASURES]
     if bad:
         raise UqsegError(f"--measure {','.join(bad)}: unknown; choose from {', '.join(MEASURES)}")
+    # canonical order (methods: the file's), so a resume with the same lists in another order is the same run
+    chosen_measures = [m for m in MEASURES if m in chosen_measures]
     parent = default_input(input, "samples.h5", "samples file")
     with StageFile(parent, expect_stage="sample") as sf:
         available = list(sf.config.get("methods", []))
@@ -88,6 +109,7 @@ def uncertainty(
             raise UqsegError(
                 f"--method {','.join(missing)}: not in {parent} (it holds {', '.join(available) or 'no method'})"
             )
+        chosen = [m for m in available if m in chosen]
         if epkl_pairs == "distinct" and "epkl" in chosen_measures:
             small = [m for m in chosen if int(sf.config.get("T", {}).get(m, 2)) < 2]
             if small:
@@ -132,10 +154,10 @@ def uncertainty(
         log(f"{len(chosen_measures)} measure(s) x {', '.join(chosen)} for {len(case_ids)} case(s)", quiet)
         result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)
+    if json_out:
+        stage_json(result, stage="uncertainty", methods=chosen, measures=chosen_measures)
     finish(result)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("uncertainty", help="Uncertainty maps (entropy, MI, EPKL, ...) from samples.h5: uncertainty.h5.")(
-        uncertainty
-    )
+    app.command("uncertainty")(uncertainty)

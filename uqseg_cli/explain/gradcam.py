@@ -238,3 +238,58 @@ def top_slices(volume_map: np.ndarray, k: int) -> np.ndarray:
     k = max(1, min(int(k), volume_map.shape[0]))
     order = np.lexsort((np.arange(mass.size), -mass))  # by mass descending, then index ascending
     return np.sort(order[:k])
+
+
+def default_layers(model: nn.Module, x: torch.Tensor, count: int = 3) -> list[str]:
+    """The layers Grad-CAM combines by default: the last ``count`` resolution stages, coarsest last.
+
+    For each distinct spatial size of the feature maps (in forward order, more than 1 voxel) the last module that
+    outputs it is a stage end (e.g. ``backbone.layer2``, ``layer3``, ``layer4`` of a ResNet at 1/8, 1/16 and 1/32
+    of the input). The last stage alone is a few voxels wide (4×4 for a 128² input): blobs that cannot follow a
+    lesion; the finer stages give the combined map its detail. ``model.gradcam_layer`` stays the coarsest.
+    """
+    cands = spatial_layers(model, x)
+    last_of: dict[tuple[int, ...], str] = {}
+    for name, shape in cands:
+        if int(np.prod(shape[2:])) > 1:
+            last_of.pop(tuple(shape[2:]), None)  # keep insertion order = the order stages finish
+            last_of[tuple(shape[2:])] = name
+    stages = list(last_of.values())
+    hint = getattr(model, "gradcam_layer", None)
+    if isinstance(hint, str) and hint:
+        if hint in stages:
+            stages = stages[: stages.index(hint) + 1]
+        else:
+            stages = [*stages, hint]
+    if not stages:
+        return [default_layer(model, x)]
+    return stages[-count:]
+
+
+def combined_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: str | list[str] | None = None,
+    direction: str = "high",
+    method: str = "gradcam",
+) -> CamResult:
+    """Grad-CAM of several layers on the input grid, each scaled to [0, 1] per input by its maximum, averaged.
+
+    ``layers``: a name, a list, or a comma list (default :func:`default_layers`). One layer gives that layer's
+    map scaled to [0, 1]. Returns :class:`CamResult` with ``layer`` the names joined by ``+`` and ``layer_shape``
+    the finest layer's activation shape.
+    """
+    if layers is None:
+        names = default_layers(model, x)
+    elif isinstance(layers, str):
+        names = [n.strip() for n in layers.split(",") if n.strip()]
+    else:
+        names = list(layers)
+    maps, output, shapes = [], None, []
+    for name in names:
+        res = grad_cam(model, x, layer=name, direction=direction, method=method)
+        top = res.cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, *([1] * (res.cam.ndim - 1)))
+        maps.append(res.cam / top * (res.cam.flatten(1).amax(dim=1) > 0).view_as(top))
+        output, shapes = res.output, [*shapes, res.layer_shape]
+    finest = max(shapes, key=lambda s: int(np.prod(s[2:])))
+    return CamResult(cam=torch.stack(maps).mean(0), output=output, layer="+".join(names), layer_shape=finest)

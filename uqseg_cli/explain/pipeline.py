@@ -28,7 +28,7 @@ import pandas as pd
 from uqseg_cli.errors import CaseError, InputError, UqsegError
 from uqseg_cli.explain import plots
 from uqseg_cli.explain.report import Figure, Section, write_report
-from uqseg_cli.progress import log, warn
+from uqseg_cli.progress import Progress, Steps, log, warn
 
 SCORE_CASE = ("case", "case_id")
 SCORE_PRED = ("predicted_dice", "predicted_iou", "predicted", "predicted_quality", "prediction", "pred")
@@ -158,6 +158,7 @@ def read_scores(
             "true": pd.to_numeric(df[true_col], errors="coerce") if true_col else np.nan,
             "method": df["method"].astype(str) if "method" in df.columns else "",
             "measure": df["measure"].astype(str) if "measure" in df.columns else "",
+            "framework": df["framework"].astype(str) if "framework" in df.columns else "",
         }
     )
     dup = out["case"][out["case"].duplicated()].unique().tolist()
@@ -287,23 +288,46 @@ def predict_and_embed(model, sf, case_ids: Sequence[str], meta: dict, opts: Expl
             emb[cid] = ei.reshape(-1)
         batch.clear()
 
+    prog = Progress(len(case_ids), "explain: quality model", quiet=opts.quiet)
+    done = 0
     for cid in case_ids:
         try:
             batch.append((cid, build_inputs(sf.case(cid), meta)))
         except (CaseError, UqsegError) as exc:
             failed[cid] = str(exc)
             warn(f"case {cid}: {exc}")
+            prog.advance(cid, "failed")
             continue
         if len(batch) >= opts.batch_size:
+            n = len(batch)
             flush()
+            done += n
+            prog.update(done + len(failed), cid)
     flush()
+    prog.update(len(case_ids), case_ids[-1] if case_ids else "")
+    prog.close()
     return pred, emb, failed
 
 
-def _gradcam_step(model, meta, sf, sf_path: Path, ids, opts, model_fp: str, result: ExplainResult) -> Path | None:
+def case_caption(case_id: str, predicted: float, true: float, output: float | None = None, target: str = "dice") -> str:
+    """The one description of a case that a figure's title and its caption in the report both show.
+
+    ``predicted``: the prediction of the scores table (out-of-fold where cross-fitted); ``output``: what the
+    explained model itself returns for the case (differs from ``predicted`` when the model was refitted on all
+    cases, so both are named)."""
+    text = f"{case_id}: predicted {target} {predicted:.3f}, true {true:.3f}"
+    if output is not None and np.isfinite(output) and not (np.isfinite(predicted) and abs(output - predicted) < 5e-4):
+        text += f" (this model's output {output:.3f})"
+    return text
+
+
+def _gradcam_step(
+    model, meta, sf, sf_path: Path, ids, opts, model_fp: str, result: ExplainResult,
+    predicted: Mapping[str, float] | None = None, truth: Mapping[str, float] | None = None,
+) -> Path | None:
     import torch
 
-    from uqseg_cli.explain.gradcam import default_layer, grad_cam, resize_map
+    from uqseg_cli.explain.gradcam import combined_cam, default_layers, resize_map
     from uqseg_cli.io.runner import StageRun, run_stage
     from uqseg_cli.io.store import write_array
     from uqseg_cli.quality.inputs import build_inputs
@@ -311,7 +335,8 @@ def _gradcam_step(model, meta, sf, sf_path: Path, ids, opts, model_fp: str, resu
     if not ids:
         return None
     probe = build_inputs(sf.case(ids[0]), meta)[None].to(opts.device)
-    layer = opts.layer or default_layer(model, probe)
+    layers = [n.strip() for n in opts.layer.split(",") if n.strip()] if opts.layer else default_layers(model, probe)
+    layer = "+".join(layers)
     tag = f"gradcam-{opts.direction}" if opts.cam_method == "gradcam" else f"{opts.cam_method}-{opts.direction}"
     fig_dir = opts.out_dir / tag
     label = f"{'Grad-CAM' if opts.cam_method == 'gradcam' else 'HiResCAM'} ({opts.direction})"
@@ -343,8 +368,8 @@ def _gradcam_step(model, meta, sf, sf_path: Path, ids, opts, model_fp: str, resu
                 except Exception:
                     if c == case_id:
                         raise  # the others fail, if at all, in their own turn
-            res = grad_cam(model, torch.stack(xs).to(opts.device), layer=layer, direction=opts.direction,
-                           method=opts.cam_method)
+            res = combined_cam(model, torch.stack(xs).to(opts.device), layers, direction=opts.direction,
+                               method=opts.cam_method)
             if int(np.prod(res.layer_shape[2:])) == 1 and not warned:
                 warned.append(True)
                 warn(f"layer {layer!r} outputs a single voxel at input size {meta.get('input_size')}: the map "
@@ -364,8 +389,11 @@ def _gradcam_step(model, meta, sf, sf_path: Path, ids, opts, model_fp: str, resu
         group.attrs["layer"] = layer
         group.attrs["direction"] = opts.direction
         group.attrs["spacing"] = list(view.spacing) if view.has("segmentation") else []
-        title = f"{case_id}: model output {meta.get('target', 'dice')} = {output:.3f}"
-        fig = plots.heat_figure(image, cam, seg, ref, title=title, heat_label=label, num_slices=opts.slices)
+        target = meta.get("target", "dice")
+        pred = (predicted or {}).get(case_id, output)
+        title = case_caption(case_id, pred, (truth or {}).get(case_id, math.nan), output, target)
+        fig = plots.heat_figure(image, cam, seg, ref, title=title, heat_label=label, num_slices=opts.slices,
+                                heat_units="relevance (0 = none, 1 = the case's maximum)")
         plots.save_figure(fig, fig_dir / safe_name(case_id), opts.formats)
 
     run = StageRun(
@@ -377,7 +405,7 @@ def _gradcam_step(model, meta, sf, sf_path: Path, ids, opts, model_fp: str, resu
         overwrite=opts.overwrite,
         quiet=opts.quiet,
     )
-    log(f"{label} of layer {layer!r} for {len(ids)} case(s)", opts.quiet)
+    log(f"{label} of layer(s) {layer} (combined) for {len(ids)} case(s)", opts.quiet)
     rr = run_stage(run, process)
     result.failed.update(rr.failed)
     result.interrupted = rr.interrupted
@@ -416,6 +444,37 @@ def explain(
     features: pd.DataFrame | None = None,
     bins: pd.DataFrame | None = None,
     summary_table: pd.DataFrame | None = None,
+    scores_summary: pd.DataFrame | None = None,
+    extra_links: list[tuple[str, str]] | None = None,
+) -> ExplainResult:
+    """Run every step that the given inputs allow (see the module docstring); returns what was written.
+
+    Each step is announced (with a line every 10 s while it runs) and per-case loops show progress with ETA."""
+    steps = Steps(5, "explain", opts.quiet)
+    try:
+        return _explain(
+            opts, steps, sf=sf, sf_path=sf_path, model=model, meta=meta, model_path=model_path, scores=scores,
+            features=features, bins=bins, summary_table=summary_table, scores_summary=scores_summary,
+            extra_links=extra_links,
+        )
+    finally:
+        steps.close()
+
+
+def _explain(
+    opts: ExplainOptions,
+    steps: Steps,
+    sf=None,
+    sf_path: Path | None = None,
+    model=None,
+    meta: dict | None = None,
+    model_path: Path | None = None,
+    scores: pd.DataFrame | None = None,
+    features: pd.DataFrame | None = None,
+    bins: pd.DataFrame | None = None,
+    summary_table: pd.DataFrame | None = None,
+    scores_summary: pd.DataFrame | None = None,
+    extra_links: list[tuple[str, str]] | None = None,
 ) -> ExplainResult:
     """Run every step that the given inputs allow (see the module docstring); returns what was written."""
     from uqseg_cli.io.tables import write_table
@@ -430,6 +489,7 @@ def explain(
     method, measure = _method_measure(meta, opts, sf)
 
     # 1. cases, predictions, truth, embeddings
+    steps.start("cases, predictions" + (" and the quality model's embedding" if model is not None else ""))
     case_ids: list[str] = list(sf.case_ids) if sf is not None else []
     if scores is not None:
         if sf is not None:
@@ -476,31 +536,39 @@ def explain(
         result.summary["regression"] = s
 
     # 2. Grad-CAM
+    steps.start("Grad-CAM" if model is not None and opts.gradcam else "Grad-CAM (skipped)")
     figs_cam: list[Figure] = []
     if model is not None and opts.gradcam:
         chosen = select_cases({c: v for c, v in pred.items() if c not in result.failed}, opts.worst, opts.best)
         chosen = [c for c in chosen if c not in result.failed]
         fp = file_sha256(model_path) if model_path else ""
-        h5 = _gradcam_step(model, meta, sf, sf_path, chosen, opts, fp, result)
+        h5 = _gradcam_step(model, meta, sf, sf_path, chosen, opts, fp, result, predicted=pred, truth=truth)
         if result.interrupted:
             return result
         if h5 is not None:
+            import h5py
+
             tag = h5.stem
+            with h5py.File(h5, "r") as f:  # the outputs the figure titles show (also for resumed cases)
+                cam_out = {c: float(f[f"cases/{c}"].attrs["predicted"]) for c in chosen if f"cases/{c}" in f}
             order = sorted(chosen, key=lambda c: (pred.get(c, math.inf), c))
             for c in order:
                 png = out / tag / f"{safe_name(c)}.png"
                 if png.exists():
                     pdf = png.with_suffix(".pdf")
+                    out_c = cam_out.get(c)
                     figs_cam.append(
                         Figure(
                             png.relative_to(out).as_posix(),
-                            f"{c}: predicted {pred.get(c, math.nan):.3f}, true {truth.get(c, math.nan):.3f}",
+                            case_caption(c, pred.get(c, out_c if out_c is not None else math.nan),
+                                         truth.get(c, math.nan), out_c, target),
                             link=pdf.relative_to(out).as_posix() if pdf.exists() else None,
                         )
                     )
                     result.files.append(png)
 
     # 3. UMAP
+    steps.start("UMAP (the first run in a process compiles numba code: up to a minute)")
     figs_umap: list[Figure] = []
     links: list[tuple[str, str]] = []
     color_by = opts.color_by
@@ -573,6 +641,7 @@ def explain(
             warn(f"UMAP of the features needs at least 3 cases, have {len(fids)}; skipped")
 
     # 4. plots
+    steps.start("plots and uncertainty overlays")
     figs_plots: list[Figure] = []
     if (have_true & have_pred).sum() >= 2:
         ok = have_true & have_pred
@@ -601,40 +670,71 @@ def explain(
         rank = pred if any(np.isfinite(v) for v in pred.values()) else truth
         ranked = sorted((v, c) for c, v in rank.items() if np.isfinite(v) and c not in result.failed)
         key = f"{method}/{measure}"
-        for _, c in ranked[: opts.uncertainty_cases]:
+        shown = [c for _, c in ranked[: opts.uncertainty_cases]]
+        from uqseg_cli.aggregate import uncertainty_direction
+
+        maps_ = {}
+        for c in shown:
             view = sf.case(c)
             if not view.has(key):
                 warn(f"case {c}: no {key} map in {sf.path}; no uncertainty overlay")
                 continue
-            from uqseg_cli.aggregate import uncertainty_direction
-
-            image, seg, ref = display_arrays(view)
-            umap_ = uncertainty_direction(measure, view.get(key)).astype(np.float32)
-            label = measure if measure != "confidence" else "1 - confidence"
+            maps_[c] = uncertainty_direction(measure, view.get(key)).astype(np.float32)
+        if maps_:
+            k = _num_classes(sf.case(next(iter(maps_))))
+            scale = plots.uncertainty_scale(measure, k, list(maps_.values()))
+            result.summary["uncertainty_scale"] = scale
+        unc_prog = Progress(len(maps_), "explain: uncertainty overlays", quiet=opts.quiet)
+        for c, umap_ in maps_.items():
+            image, seg, ref = display_arrays(sf.case(c))
+            text = case_caption(c, pred.get(c, math.nan), truth.get(c, math.nan), model_pred.get(c), target)
             fig = plots.heat_figure(
-                image, umap_, seg, ref, title=f"{c}: predicted {pred.get(c, math.nan):.3f}, "
-                f"true {truth.get(c, math.nan):.3f}", heat_label=f"{method} {label}", num_slices=opts.slices,
-                normalize=False,
+                image, umap_, seg, ref, title=text, heat_label=f"{method} {scale['label']}", num_slices=opts.slices,
+                normalize=False, vmax=scale["vmax"], heat_units=scale["units"],
             )
             paths = plots.save_figure(fig, out / "uncertainty" / safe_name(c), opts.formats)
-            figs_unc.append(Figure(paths[0].relative_to(out).as_posix(), f"{c} ({method} {label})", _pdf(paths, out)))
+            figs_unc.append(Figure(paths[0].relative_to(out).as_posix(), f"{text}; {method} {scale['label']}",
+                                   _pdf(paths, out)))
             result.files += paths
+            unc_prog.advance(c)
+        unc_prog.close()
 
     # 5. report
+    steps.start("report.html")
     summary_tables = []
-    if stats_rows:
+    shown_method = str(scores["method"].iloc[0]) if scores is not None and len(scores) else method
+    shown_measure = str(scores["measure"].iloc[0]) if scores is not None and len(scores) else _measure_label(
+        meta, measure)
+    shown_fw = (str(scores["framework"].iloc[0]) if scores is not None and len(scores) and
+                scores["framework"].iloc[0] else (meta or {}).get("framework"))
+    quality_rows, callout, level = quality_headline(
+        result.summary.get("regression"), scores_summary, shown_method, shown_measure, shown_fw, target
+    )
+    result.summary["headline"] = {"text": callout, "level": level}
+    if quality_rows is not None:
+        summary_tables.append(("Quality prediction (the regressor and the best single feature)", quality_rows))
+    elif stats_rows:
         summary_tables.append(("Quality prediction", pd.DataFrame(stats_rows)))
     worst = table.sort_values(["predicted_dice", "case"]).head(10)
-    summary_tables.append((f"Lowest predicted {target} (10)", worst))
+    if "model_predicted" in worst:
+        worst = worst.rename(columns={"model_predicted": "model_output"})
+    summary_tables.append((f"Lowest predicted {target} (10 of {len(table)} cases; every case: the scores CSV)",
+                           worst))
     if rel_rows:
         summary_tables.append(("Calibration (from evaluate's per-bin sums)", pd.DataFrame(rel_rows)))
     if summary_table is not None and not summary_table.empty:
-        summary_tables.append(("evaluate summary", summary_table))
+        digest = evaluate_digest(summary_table)
+        if not digest.empty:
+            summary_tables.append(
+                ("evaluate: key metrics per method and class (pooled where evaluate pools, else the mean over "
+                 "cases; every metric: the metrics summary CSV)", digest)
+            )
     if result.failed:
         summary_tables.append(
             ("Failed cases", pd.DataFrame({"case": list(result.failed), "error": list(result.failed.values())}))
         )
-    sections.append(Section("Summary", tables=summary_tables, links=links))
+    links = [*links, *(extra_links or [])]
+    sections.append(Section("Summary", tables=summary_tables, links=links, callout=callout, level=level))
     if figs_plots:
         sections.append(Section("Quality and calibration", figures=figs_plots))
     if figs_umap:
@@ -662,6 +762,89 @@ def explain(
     result.summary["cases"] = len(case_ids)
     result.summary["report"] = str(report)
     return result
+
+
+EVALUATE_KEY_METRICS = ("dice_consensus", "ece", "brier", "nll", "crps_gaussian_ml", "crps_curvas_ml")
+
+
+def evaluate_digest(summary: pd.DataFrame) -> pd.DataFrame:
+    """A few key numbers of `evaluate`'s ``metrics.summary.csv``: one row per method and class (background left
+    out), one column per metric of :data:`EVALUATE_KEY_METRICS` present; the ``pooled`` value where evaluate
+    pools (ECE family), else the ``mean`` over cases."""
+    need = {"method", "class", "metric", "mean"}
+    if not need <= set(summary.columns):
+        return pd.DataFrame()
+    s = summary[summary["metric"].isin(EVALUATE_KEY_METRICS) & (summary["class"].astype(str) != "background")]
+    rows = []
+    for (m, cls), sub in s.groupby(["method", "class"], sort=True):
+        r = {"method": str(m), "class": str(cls)}
+        for metric in EVALUATE_KEY_METRICS:
+            hit = sub[sub["metric"] == metric]
+            if hit.empty:
+                continue
+            pooled = hit["pooled"].iloc[0] if "pooled" in hit else math.nan
+            r[metric] = float(pooled if pd.notna(pooled) else hit["mean"].iloc[0])
+        rows.append(r)
+    df = pd.DataFrame(rows)
+    return df[[c for c in ("method", "class", *EVALUATE_KEY_METRICS) if c in df.columns]] if rows else df
+
+
+def quality_headline(
+    stats: dict | None,
+    summary: pd.DataFrame | None,
+    method: str,
+    measure: str,
+    framework: str | None,
+    target: str = "dice",
+) -> tuple[pd.DataFrame | None, str, str]:
+    """What the report says first: does the quality model work? Returns (table, sentence, level).
+
+    From `score`'s summary CSV (the regressor's row and the ``baseline`` row = best single feature, for the
+    shown method and measure) when given, else from ``stats`` (explain's own regression summary). Level ``fail``
+    when R² ≤ 0 (worse than predicting the mean quality for every case), ``weak`` when below the best single
+    feature, else ``ok``; ``""`` with no numbers.
+    """
+    table, row, base = None, None, None
+    if summary is not None and not summary.empty and {"method", "measure", "framework", "r2"} <= set(summary.columns):
+        sel = summary[(summary["method"].astype(str) == method) & (summary["measure"].astype(str) == measure)]
+        if framework is not None:
+            hit = sel[sel["framework"].astype(str) == str(framework)]
+            row = hit.iloc[0] if len(hit) else None
+        hit = sel[sel["framework"].astype(str) == "baseline"]
+        base = hit.iloc[0] if len(hit) else None
+        keep = [r for r in (row, base) if r is not None]
+        if keep:
+            cols = [c for c in ("method", "measure", "framework", "n", "r2", "pearson", "spearman", "mae", "aurc",
+                                "detail") if c in sel.columns]
+            table = pd.DataFrame(keep)[cols]
+    if row is not None:
+        r2, n, pr, mae_ = float(row["r2"]), int(row.get("n", 0)), row.get("pearson"), row.get("mae")
+    elif stats:
+        r2, n, pr, mae_ = float(stats["r2"]), int(stats["n"]), stats.get("pearson"), stats.get("mae")
+    else:
+        return table, "", ""
+    name = f"{framework or 'the regressor'} ({method}/{measure})"
+    nums = f"R² = {r2:.3f}, Pearson r = {float(pr):.3f}, MAE = {float(mae_):.3f}, n = {n}"
+    base_txt = ""
+    if base is not None and np.isfinite(float(base["r2"])):
+        base_txt = f"the best single feature ({base.get('detail', 'baseline')}) reaches R² = {float(base['r2']):.3f}"
+        if float(base["r2"]) <= 0:
+            base_txt += " (no better than the mean either)"
+    if not np.isfinite(r2) or r2 <= 0:
+        text = (f"The quality model fails here: {name} has {nums}. R² ≤ 0 means its predicted {target} is no "
+                f"better than predicting the mean {target} for every case; do not rank or flag cases with it.")
+        return table, text + (f" For comparison, {base_txt}." if base_txt else ""), "fail"
+    if base is not None and np.isfinite(float(base["r2"])) and r2 < float(base["r2"]):
+        return table, (f"The quality model adds nothing here: {name} has {nums}, below the best single feature: "
+                       f"{base_txt}. Use the feature, or more and more varied training cases."), "weak"
+    return table, f"{name} predicts {target}: {nums}" + (f"; {base_txt}." if base_txt else "."), "ok"
+
+
+def _num_classes(view) -> int:
+    if view.has("probabilities"):
+        return int(view.dataset("probabilities").shape[0])
+    seg = np.asarray(view.get("segmentation")) if view.has("segmentation") else np.zeros(1, np.uint8)
+    return max(int(seg.max()) + 1, 2)
 
 
 def _pdf(paths: list[Path], out: Path) -> str | None:

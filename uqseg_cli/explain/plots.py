@@ -91,12 +91,52 @@ def _panel(ax, rgb, heat=None, seg=None, ref=None, title="", cmap="jet", vmax=1.
     ax.imshow(rgb, interpolation="nearest")
     im = None
     if heat is not None:
-        im = ax.imshow(heat, cmap=cmap, alpha=0.45, vmin=0.0, vmax=vmax, interpolation="bilinear")
+        # opacity grows with the value: where the map is 0 the image shows through unchanged
+        alpha = np.clip(np.asarray(heat, dtype=np.float32) / (vmax or 1.0), 0.0, 1.0) * 0.75
+        im = ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=0.0, vmax=vmax, interpolation="bilinear")
     _draw_contour(ax, ref, REF_COLOR)
     _draw_contour(ax, seg, SEG_COLOR)
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
     return im
+
+
+def _contour_legend(fig, seg, ref) -> None:
+    """A legend for the contour colours (segmentation green, reference yellow) below the panels."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    if seg is not None:
+        handles.append(Line2D([], [], color=SEG_COLOR, linewidth=2, label="segmentation (predicted)"))
+    if ref is not None:
+        handles.append(Line2D([], [], color=REF_COLOR, linewidth=2, label="reference (ground truth)"))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, -0.02))
+
+
+def uncertainty_scale(measure: str, num_classes: int, maps: Sequence[np.ndarray] = ()) -> dict:
+    """One fixed colour scale per measure, so that every case's overlay reads the same.
+
+    Entropy, expected entropy and mutual information are in nats and bounded by ln K (K classes): the scale is
+    0 … ln K. ``confidence`` is shown as 1 − confidence (1 − the top class probability), bounded by 1 − 1/K.
+    EPKL has no upper bound: its scale is the 99th percentile of the shown maps together (stated on the bar).
+    Returns ``{"vmax", "label", "units"}``.
+    """
+    k = max(int(num_classes), 2)
+    ln_k = math.log(k)
+    if measure in ("entropy", "expected_entropy", "mutual_information"):
+        return {"vmax": ln_k, "label": measure.replace("_", " "), "units": f"nats, 0 … ln {k} = {ln_k:.3f}"}
+    if measure == "confidence":
+        top = 1.0 - 1.0 / k
+        return {"vmax": top, "label": "1 − confidence", "units": f"1 − top-class probability, 0 … {top:.3f}"}
+    vals = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps]) if len(maps) else np.zeros(1)
+    vals = vals[np.isfinite(vals)]
+    top = float(np.percentile(vals, 99)) if vals.size else 1.0
+    top = top if top > 0 else (float(vals.max()) if vals.size and vals.max() > 0 else 1.0)
+    unit = "nats, " if measure == "epkl" else ""
+    return {"vmax": top, "label": measure.replace("_", " "),
+            "units": f"{unit}0 … {top:.3g} (99th percentile of the cases shown)"}
 
 
 def overlay_figure(
@@ -107,27 +147,34 @@ def overlay_figure(
     title: str = "",
     heat_label: str = "Grad-CAM",
     normalize: bool = True,
+    vmax: float | None = None,
+    heat_units: str = "",
 ) -> Figure:
     """Two panels for a 2-D case: the image with contours, and the heat map over the image.
 
-    image ``(C, H, W)``; heat ``(H, W)`` >= 0 (scaled to [0, 1] by its maximum when ``normalize``);
-    seg, ref ``(H, W)`` label maps drawn as contours (segmentation green, reference yellow).
+    image ``(C, H, W)``; heat ``(H, W)`` >= 0 (scaled to [0, 1] by its maximum when ``normalize``, else drawn
+    on 0 … ``vmax``, a fixed scale, or its own maximum when None); seg, ref ``(H, W)`` label maps drawn as
+    contours (segmentation green, reference yellow, with a legend); ``heat_units`` labels the colour bar.
     """
     rgb = display_image(image)
     heat = np.asarray(heat, dtype=np.float32)
     if heat.shape != rgb.shape[:2]:
         raise ValueError(f"heat map {heat.shape} does not match the image {rgb.shape[:2]}")
-    vmax = 1.0
     if normalize:
-        heat = normalize_map(heat)
-    else:
+        heat, vmax = normalize_map(heat), 1.0
+    elif vmax is None:
         vmax = float(heat.max()) or 1.0
     h, w = rgb.shape[:2]
-    fig = new_figure(8.0, 4.0 * h / max(w, 1) + 0.6)
+    fig = new_figure(8.0, 4.0 * h / max(w, 1) + 0.9)
     ax0, ax1 = fig.subplots(1, 2)
     _panel(ax0, rgb, seg=seg, ref=ref, title="image, segmentation" + (", reference" if ref is not None else ""))
-    im = _panel(ax1, rgb, heat, seg=seg, ref=ref, title=heat_label, vmax=vmax)
-    fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.02)
+    im = _panel(ax1, rgb, heat, seg=seg, ref=ref, title=heat_label, vmax=vmax,
+                cmap="jet" if normalize else "plasma")
+    cb = fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.02)
+    if heat_units:
+        cb.set_label(heat_units, fontsize=7)
+    cb.ax.tick_params(labelsize=7)
+    _contour_legend(fig, seg, ref)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -141,6 +188,9 @@ def montage_figure(
     num_slices: int = 9,
     title: str = "",
     heat_label: str = "Grad-CAM",
+    normalize: bool = True,
+    vmax: float | None = None,
+    heat_units: str = "",
 ) -> tuple[Figure, np.ndarray]:
     """Montage of the axial slices with the most heat-map mass for a 3-D case.
 
@@ -152,23 +202,34 @@ def montage_figure(
     if image.ndim != 4 or heat.shape != image.shape[1:]:
         raise ValueError(f"expected image (C, D, H, W) and heat (D, H, W), got {image.shape} and {heat.shape}")
     slices = top_slices(heat, num_slices)
-    heat = normalize_map(heat)
+    if normalize:
+        heat, vmax = normalize_map(heat), 1.0
+    elif vmax is None:
+        vmax = float(heat.max()) or 1.0
     cols = int(math.ceil(math.sqrt(len(slices))))
     rows = int(math.ceil(len(slices) / cols))
     h, w = heat.shape[1:]
     fig = new_figure(2.6 * cols, 2.6 * rows * h / max(w, 1) + 0.6)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    im = None
     for ax, z in zip(axes, slices, strict=False):
-        _panel(
+        im = _panel(
             ax,
             display_image(image[:, z]),
             heat[z],
             seg=None if seg is None else seg[z],
             ref=None if ref is None else ref[z],
             title=f"slice {z}",
+            vmax=vmax,
+            cmap="jet" if normalize else "plasma",
         )
     for ax in axes[len(slices) :]:
         ax.set_axis_off()
+    if im is not None:
+        cb = fig.colorbar(im, ax=list(axes), fraction=0.03, pad=0.02)
+        if heat_units:
+            cb.set_label(heat_units, fontsize=7)
+    _contour_legend(fig, seg, ref)
     fig.suptitle(f"{title}  ({heat_label}, {len(slices)} most relevant slices)".strip(), fontsize=10)
     return fig, slices
 
@@ -182,11 +243,15 @@ def heat_figure(
     heat_label: str = "Grad-CAM",
     num_slices: int = 9,
     normalize: bool = True,
+    vmax: float | None = None,
+    heat_units: str = "",
 ) -> Figure:
     """:func:`overlay_figure` for 2-D ``(C, H, W)`` images, :func:`montage_figure` for 3-D ``(C, D, H, W)``."""
     if np.ndim(image) == 4:
-        return montage_figure(image, heat, seg, ref, num_slices=num_slices, title=title, heat_label=heat_label)[0]
-    return overlay_figure(image, heat, seg, ref, title=title, heat_label=heat_label, normalize=normalize)
+        return montage_figure(image, heat, seg, ref, num_slices=num_slices, title=title, heat_label=heat_label,
+                              normalize=normalize, vmax=vmax, heat_units=heat_units)[0]
+    return overlay_figure(image, heat, seg, ref, title=title, heat_label=heat_label, normalize=normalize,
+                          vmax=vmax, heat_units=heat_units)
 
 
 # ----------------------------------------------------------------------------------------------- charts

@@ -25,6 +25,10 @@ figure { display: inline-block; margin: 0.4em; vertical-align: top; }
 figure img { max-width: 540px; border: 1px solid #ddd; }
 figcaption { font-size: 0.8em; color: #555; max-width: 540px; }
 p.note { color: #555; font-size: 0.9em; }
+p.callout { padding: 0.6em 0.9em; border-left: 5px solid #888; background: #f5f5f5; font-size: 1.05em; }
+p.callout.fail { border-color: #c62828; background: #fdecea; }
+p.callout.weak { border-color: #ef8f00; background: #fff4e0; }
+p.callout.ok { border-color: #2e7d32; background: #edf7ed; }
 """
 
 
@@ -46,6 +50,8 @@ class Section:
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)  # (relative path, label)
+    callout: str = ""  # a headline sentence shown first, boxed
+    level: str = ""  # its colour: ok, weak, fail
 
 
 def _href(path: str) -> str:
@@ -74,6 +80,10 @@ def render_report(title: str, sections: list[Section], subtitle: str = "") -> st
         parts.append(f"<ul>{toc}</ul>")
     for i, sec in enumerate(sections):
         parts.append(f'<h2 id="s{i}">{html.escape(sec.title)}</h2>')
+        if sec.callout:
+            level = sec.level if sec.level in ("ok", "weak", "fail") else ""
+            cls = f"callout {level}".strip()
+            parts.append(f'<p class="{cls}" id="headline">{html.escape(sec.callout)}</p>')
         if sec.text:
             parts.append(f'<p class="note">{html.escape(sec.text)}</p>')
         for caption, df in sec.tables:

@@ -281,8 +281,11 @@ def predict_cnn_framework(
     cfg: FitConfig,
     device,
     log: Callable[[str], None] | None = None,
+    progress=None,
 ) -> Prediction:
-    """CNN framework: cross-fitted out-of-fold predictions (when ``folds``) and a final model on all labelled."""
+    """CNN framework: cross-fitted out-of-fold predictions (when ``folds``) and a final model on all labelled.
+
+    ``progress`` (a :class:`uqseg_cli.progress.FitProgress`) hears every epoch and every finished fit."""
     y = batch.target
     lab, split = _splits(batch, folds)
     pred = np.full(len(batch.case_ids), np.nan)
@@ -297,8 +300,13 @@ def predict_cnn_framework(
         def fp(train, test, f):
             c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, f, tag)})
             t0 = time.perf_counter()
-            model, m = fit_cnn(x_raw[lab[train]], y[lab[train]], meta, c, device=device, z_raw=sub(lab[train]))
-            if log:
+            name = f"{tag} fold {f + 1}/{int(folds.max()) + 1}"
+            hook = (lambda e, n: progress.epoch(name, e, n)) if progress is not None else None
+            model, m = fit_cnn(x_raw[lab[train]], y[lab[train]], meta, c, device=device, z_raw=sub(lab[train]),
+                               on_epoch=hook)
+            if progress is not None:
+                progress.done(name, _fit_line(m, time.perf_counter() - t0))
+            elif log:
                 log(f"{tag}: fold {f + 1}/{int(folds.max()) + 1}: {_fit_line(m, time.perf_counter() - t0)}")
             z = standardize_extra(sub(lab[test]), m)
             return predict_cnn(model, standardize(x_raw[lab[test]], m), cfg.batch_size, device, z=z)
@@ -306,8 +314,11 @@ def predict_cnn_framework(
         pred[lab] = cross_fit(folds, fp)
     c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, "final", tag)})
     t0 = time.perf_counter()
-    model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device, z_raw=sub(lab))
-    if log:
+    hook = (lambda e, n: progress.epoch(f"{tag} final model", e, n)) if progress is not None else None
+    model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device, z_raw=sub(lab), on_epoch=hook)
+    if progress is not None:
+        progress.done(f"{tag} final model", _fit_line(m, time.perf_counter() - t0))
+    elif log:
         log(f"{tag}: final model: {_fit_line(m, time.perf_counter() - t0)}")
     rest = np.flatnonzero(split != "oof")
     if len(rest):

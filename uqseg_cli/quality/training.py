@@ -133,6 +133,7 @@ def fit_cnn(
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = None,
     z_raw: np.ndarray | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> tuple[QualityRegressor, dict]:
     """Fit a regressor on raw inputs ``x_raw`` ``(N, C, *input_size)`` and targets ``y`` ``(N,)`` in [0, 1].
 
@@ -190,6 +191,8 @@ def fit_cnn(
         history.append((train_mse, val_mse))
         if log:
             log(f"epoch {epoch + 1}/{cfg.epochs}: train MSE {train_mse:.5f}, validation MSE {val_mse:.5f}")
+        if on_epoch:  # progress hook: (epochs done, most epochs)
+            on_epoch(epoch + 1, cfg.epochs)
         if val_mse < best[0]:
             best = (val_mse, epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= cfg.patience:
