@@ -169,7 +169,8 @@ def test_3d_model_trains_on_volumes(tmp_path):
         (["--folds", "2", "--members", "2"], "--folds K already trains K members"),
         (["--folds", "9"], "--folds 9"),
         (["-m", "unet3d-small", "--input-size", "16", "--halo", "2"], "is 3D; the training cases are 2D"),
-        (["--class-names", "a,b,c"], "--class-names gives 3 names"),
+        # 0/255 masks are binary: with three classes the value 255 is no label (validated per case since issue 12)
+        (["--class-names", "a,b,c"], "expected labels 0..2 of the classes a, b, c"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
