@@ -15,7 +15,10 @@ Regions of one case (the map ``u`` and the predicted segmentation ``seg`` share 
 Maps are aggregated in the *uncertainty direction*: the ``confidence`` map is turned into ``1 - confidence`` so
 that every score grows with uncertainty. Per case and method there are also volume scores: the predicted volume
 (ml, of ``seg > 0`` with the voxel spacing in mm), and the standard deviation (ml, ``ddof=1``) and coefficient of
-variation (std / mean) of the T sampled foreground volumes.
+variation (std / mean) of the T sampled foreground volumes; where ``samples.h5`` holds vote counts, the agreement
+of the sampled segmentations (measure ``agreement``: ``iou_samples``, ``pairwise_dice``, ``dice_to_final``,
+``soft_dice``, ``vote_entropy``; these grow with *certainty*) and the shape of the segmentation (measure ``shape``:
+``components``, ``area_fraction``, ``border_fraction``).
 
 The combined score z-scores several features across a batch of cases, with statistics that are saved
 (:class:`CombinedStats`) so that a later batch is scored on the same scale, and averages them with equal weights or
@@ -34,9 +37,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from uqseg_cli.bayes.agreement import agreement_features, shape_features
+
 REGIONS: tuple[str, ...] = ("image", "foreground", "band", "patchmax", "quantile")
 MEASURES: tuple[str, ...] = ("confidence", "entropy", "expected_entropy", "mutual_information", "epkl")
 VOLUME_REGIONS: tuple[str, ...] = ("predicted_ml", "sample_std_ml", "sample_cv")
+AGREEMENT_REGIONS: tuple[str, ...] = ("iou_samples", "pairwise_dice", "dice_to_final", "soft_dice", "vote_entropy")
+SHAPE_REGIONS: tuple[str, ...] = ("components", "area_fraction", "border_fraction")
 LONG_COLUMNS: list[str] = ["case", "method", "measure", "region", "value"]
 NOT_MEASURES = {"mean_segmentation"}
 
@@ -199,7 +206,23 @@ def features_from_case(
         vols = view.get(f"{method}/volumes") if view.has(f"{method}/volumes") else None
         for measure, region, value in case_features(maps, seg, spacing, vols, params):
             rows.append((method, measure, region, value))
+        if vols is not None and view.has(f"{method}/votes"):
+            for name, value in agreement_of_case(view, method, seg, spacing, vols).items():
+                rows.append((method, "agreement", name, value))
+            for name, value in shape_features(seg).items():
+                rows.append((method, "shape", name, value))
     return rows
+
+
+def agreement_of_case(view, method: str, seg: np.ndarray, spacing: Sequence[float], vols: np.ndarray) -> dict:
+    """The agreement features (:mod:`uqseg_cli.bayes.agreement`) of one case and method of a samples lineage."""
+    from uqseg_cli.bayes.accumulator import voxel_volume_ml
+
+    T = int(vols.shape[0])
+    votes = view.get(f"{method}/votes")
+    ov = view.get(f"{method}/overlap_volumes") if view.has(f"{method}/overlap_volumes") else None
+    mean_fg = 1.0 - view.get(f"{method}/sum_p")[0].astype(np.float64) / T if view.has(f"{method}/sum_p") else None
+    return agreement_features(votes, T, vols, ov, seg, voxel_volume_ml(spacing), mean_fg)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -243,17 +243,31 @@ def summarise(out: Path) -> dict:
         return float(pooled if pd.notna(pooled) else row["mean"].iloc[0])
 
     methods = sorted(metrics["method"].unique())
+    qual = qual.assign(beats=qual["beats_baseline"].astype(str).str.lower() == "true")
+    honest = qual[qual["beats"] & (qual["framework"] != "baseline")].sort_values("r2", ascending=False)
+    headline = None
+    if not honest.empty:
+        h = honest.iloc[0]
+        base = qual[(qual["framework"] == "baseline") & (qual["method"] == h["method"])
+                    & (qual["measure"] == h["measure"])]
+        headline = {"method": str(h["method"]), "measure": str(h["measure"]), "framework": str(h["framework"]),
+                    "r2": float(h["r2"]), "pearson": float(h["pearson"]), "mae": float(h["mae"]),
+                    "baseline_r2": float(base["r2"].iloc[0]) if len(base) else float("nan")}
     return {
         "folder": str(out),
         "cases": int(len(true)),
         "segmentation_dice": {"mean": float(true.mean()), "min": float(true.min()), "max": float(true.max())},
         "quality": [
             {
-                k: (float(r[k]) if k in ("r2", "pearson", "mae") else str(r[k]))
-                for k in ("method", "measure", "framework", "r2", "pearson", "mae", "detail")
+                **{
+                    k: (float(r[k]) if k in ("r2", "pearson", "mae") else str(r[k]))
+                    for k in ("method", "measure", "framework", "r2", "pearson", "mae", "detail")
+                },
+                "beats_baseline": bool(r["beats"]) if r["framework"] != "baseline" else None,
             }
             for _, r in qual.iterrows()
         ],
+        "headline": headline,
         "calibration": {
             m: {
                 "ece": metric(m, "all", "ece"),
@@ -278,10 +292,20 @@ def print_summary(s: dict) -> None:
     d = s["segmentation_dice"]
     con.print(f"[bold]uqseg demo[/bold] — {s['cases']} unseen cases in {s['folder']}")
     con.print(f"segmentation Dice vs reference: mean {d['mean']:.3f} (min {d['min']:.3f}, max {d['max']:.3f})")
+    h = s.get("headline")
+    if h:
+        con.print(
+            f"[bold]predicted Dice without ground truth[/bold]: {h['method']}/{h['measure']}/{h['framework']} "
+            f"R² {h['r2']:.3f}, Pearson {h['pearson']:.3f}, MAE {h['mae']:.3f} out of fold "
+            f"(best single feature: R² {h['baseline_r2']:.3f})"
+        )
+    else:
+        con.print("[bold red]no quality regressor beats the best single feature on these cases[/bold red]")
     t = Table(title="Quality prediction without ground truth (out-of-fold)")
-    for col in ("method", "measure", "framework", "R²", "Pearson", "MAE", "detail"):
+    for col in ("method", "measure", "framework", "R²", "Pearson", "MAE", "vs best single feature", "detail"):
         t.add_column(col)
     for r in s["quality"]:
+        b = r.get("beats_baseline")
         t.add_row(
             r["method"],
             r["measure"],
@@ -289,6 +313,7 @@ def print_summary(s: dict) -> None:
             f"{r['r2']:.3f}",
             f"{r['pearson']:.3f}",
             f"{r['mae']:.3f}",
+            "" if b is None else ("beats it" if b else "[red]does not beat it[/red]"),
             r["detail"],
         )
     con.print(t)

@@ -8,8 +8,12 @@ The accumulator keeps, per voxel of the whole case:
 - ``sum_logp``    ``(K, *spatial)`` float32  Σ_t log p_t
 - ``sum_entropy`` ``(*spatial)``    float32  Σ_t H[p_t] (nats)
 
-and, per sample, ``volumes`` ``(T, K)`` float64 (ml of each class in the argmax of sample t) and
-``soft_volumes`` ``(T, K)`` float64 (ml of Σ_voxels p_t). The running sums are float32 by default
+- ``votes``       ``(K, *spatial)`` uint16   how many samples' argmax is class k (the agreement counts)
+
+and, per sample, ``volumes`` ``(T, K)`` float64 (ml of each class in the argmax of sample t),
+``soft_volumes`` ``(T, K)`` float64 (ml of Σ_voxels p_t) and, when the final segmentation S is given,
+``overlap_volumes`` ``(T, K)`` float64 (ml of argmax_t = k and S = k), from which the agreement features
+(:mod:`uqseg_cli.bayes.agreement`) are exact for any T. The running sums are float32 by default
 (``sum_dtype``; float64 for exact references), the per-sample volumes float64.
 Regions may arrive in any order and samples in any grouping; :meth:`SampleAccumulator.result` checks that every
 voxel received every sample exactly once.
@@ -46,6 +50,8 @@ class AccumulatedSums:
     volumes: np.ndarray
     soft_volumes: np.ndarray
     T: int
+    votes: np.ndarray | None = None
+    overlap_volumes: np.ndarray | None = None
 
     def sums(self) -> SampleSums:
         """The view that :mod:`uqseg_cli.measures` computes from."""
@@ -67,6 +73,8 @@ class SampleAccumulator:
         spacing: voxel spacing in mm, one per spatial axis (for the volumes in ml).
         sum_dtype: dtype of the running sums (float32 as stored; float64 for exact references).
         sample_sink: optional callback receiving every sample's probabilities (``--keep-samples``).
+        segmentation: optional ``(*spatial)`` integer labels of the final segmentation S; per-sample overlaps
+            ``|argmax_t = k  and  S = k|`` are then counted.
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class SampleAccumulator:
         *,
         sum_dtype: torch.dtype = torch.float32,
         sample_sink: SampleSink | None = None,
+        segmentation: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -96,6 +105,14 @@ class SampleAccumulator:
         self.soft = torch.zeros((self.T, self.K), dtype=torch.float64)  # Σ p_t per sample, in voxels
         self._coverage = torch.zeros(self.shape, dtype=torch.int32)  # samples added per voxel
         self._sample_voxels = torch.zeros(self.T, dtype=torch.int64)  # voxels added per sample
+        self.votes = torch.zeros((self.K, *self.shape), dtype=torch.int32)  # samples voting k, per voxel
+        self.overlap = torch.zeros((self.T, self.K), dtype=torch.float64)  # |argmax_t = k and S = k| per sample
+        self.segmentation = None
+        if segmentation is not None:
+            seg = torch.as_tensor(np.asarray(segmentation)).long()
+            if tuple(seg.shape) != self.shape:
+                raise ValueError(f"segmentation {tuple(seg.shape)} does not match the grid {self.shape}")
+            self.segmentation = seg
         self.sample_sink = sample_sink
 
     def add(self, logp: torch.Tensor, t0: int, index: Index | None = None) -> None:
@@ -125,9 +142,20 @@ class SampleAccumulator:
         self.sum_logp[(slice(None), *index)] += lp.sum(0).to("cpu", dt)
         self.sum_entropy[index] += (-plogp.sum(1)).sum(0).to("cpu", dt)
         # per-sample class counts of the argmax, in one bincount
-        lab = argmax_classes(lp, 1).reshape(n, -1).long() + (torch.arange(n, device=lp.device) * self.K)[:, None]
+        am = argmax_classes(lp, 1).long()  # (n, *region)
+        lab = am.reshape(n, -1) + (torch.arange(n, device=lp.device) * self.K)[:, None]
         cnt = torch.bincount(lab.reshape(-1), minlength=n * self.K).reshape(n, self.K)
         self.counts[t0 : t0 + n] += cnt.to("cpu", torch.float64)
+        am = am.to("cpu")
+        votes = self.votes[(slice(None), *index)]
+        for k in range(self.K):
+            votes[k] += (am == k).sum(0, dtype=torch.int32)
+        if self.segmentation is not None:
+            seg = self.segmentation[index]
+            agree = (am == seg.unsqueeze(0)).reshape(n, -1)
+            keys = (seg.reshape(1, -1) + (torch.arange(n) * self.K)[:, None])[agree]
+            ov = torch.bincount(keys, minlength=n * self.K).reshape(n, self.K)
+            self.overlap[t0 : t0 + n] += ov.to(torch.float64)
         self.soft[t0 : t0 + n] += p.reshape(n, self.K, -1).sum(2).to("cpu")
         self._coverage[index] += n
         self._sample_voxels[t0 : t0 + n] += int(np.prod(region))
@@ -150,6 +178,8 @@ class SampleAccumulator:
             volumes=(self.counts * self.voxel_ml).numpy(),
             soft_volumes=(self.soft * self.voxel_ml).numpy(),
             T=self.T,
+            votes=self.votes.to(torch.uint16).numpy(),
+            overlap_volumes=(self.overlap * self.voxel_ml).numpy() if self.segmentation is not None else None,
         )
 
     def sums(self) -> SampleSums:

@@ -2,7 +2,9 @@
 
 Layout written per method (docs/architecture.md, ``samples.h5``): group ``<method>`` with ``sum_p``, ``sum_logp``
 ``(K, *spatial)`` float32, ``sum_entropy`` ``(*spatial)`` float32, ``volumes`` and ``soft_volumes`` ``(T, K)``
-float64 (ml), optionally ``samples`` ``(T, K, *spatial)`` float16, and attributes ``T`` plus how the samples were
+float64 (ml), ``votes`` ``(K, *spatial)`` uint16 (samples whose argmax is class k), ``overlap_volumes``
+``(T, K)`` float64 (ml of sample t's class k inside the final segmentation's class k; with a segmentation),
+optionally ``samples`` ``(T, K, *spatial)`` float16, and attributes ``T`` plus how the samples were
 drawn (``mode`` for MC dropout, ``transforms`` for TTA, ``members`` for the ensemble, ``member`` = which
 checkpoint MC dropout / TTA used).
 """
@@ -66,6 +68,7 @@ def sample_case(
     *,
     train_ids: Sequence[Sequence[str]] = (),
     write_array=None,
+    segmentation: np.ndarray | None = None,
 ) -> dict[str, dict]:
     """Sample one case with every method of ``plan`` and write the results under ``group``.
 
@@ -78,6 +81,7 @@ def sample_case(
         group: ``/cases/<id>`` of the output (journal) file.
         train_ids: per member, the case ids it was trained on (to pick an out-of-fold member).
         write_array: the store's ``write_array(group, name, array)``.
+        segmentation: ``(*spatial)`` the final segmentation from predict.h5 (for ``overlap_volumes``), or None.
     Returns: per method, the attributes written (for logging).
     """
     spatial = tuple(int(s) for s in image.shape[1:])
@@ -95,7 +99,7 @@ def sample_case(
             def sink(t0, index, probs, ds=ds):
                 ds[(slice(t0, t0 + probs.shape[0]), slice(None), *index)] = probs.numpy().astype(np.float16)
 
-        acc = SampleAccumulator(K, spatial, T, spacing, sample_sink=sink)
+        acc = SampleAccumulator(K, spatial, T, spacing, sample_sink=sink, segmentation=segmentation)
         attrs: dict = {"T": T}
         if method == "ensemble":
             sample_ensemble(
@@ -133,6 +137,9 @@ def sample_case(
         write_array(g, "sum_entropy", res.sum_entropy)
         write_array(g, "volumes", res.volumes)
         write_array(g, "soft_volumes", res.soft_volumes)
+        write_array(g, "votes", res.votes)
+        if res.overlap_volumes is not None:
+            write_array(g, "overlap_volumes", res.overlap_volumes)
         for k, v in attrs.items():
             g.attrs[k] = v
         out[method] = attrs

@@ -189,6 +189,7 @@ def sample(
             "amp": amp_on,
             "checkpoint_fingerprints": [checkpoint_fingerprint(p) for p in ckpts],
             "class_names": list(predictors[0].ckpt.class_names),
+            "agreement": 1,  # votes + overlap_volumes layout: a resume of an older file is refused, not mixed
         }
         if "mcdropout" in chosen:
             config["mcdropout_mode"] = mc_dropout_mode(predictors[0].model)
@@ -212,7 +213,11 @@ def sample(
             image = cv.get("image")
             spacing = cv.spacing
             group.attrs["spacing"] = list(spacing)
-            sample_case(case_id, image, spacing, predictors, plan, group, train_ids=train_ids, write_array=write_array)
+            seg = cv.get("segmentation") if cv.has("segmentation") else None
+            sample_case(
+                case_id, image, spacing, predictors, plan, group, train_ids=train_ids, write_array=write_array,
+                segmentation=seg,
+            )
 
         run = StageRun(
             stage="sample",

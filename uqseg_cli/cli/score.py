@@ -23,6 +23,7 @@ from uqseg_cli.quality.features import FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.models import create_quality_model
 from uqseg_cli.quality.scoring import (
+    CNN_MIN_LABELLED,
     COMBINED,
     Batch,
     Prediction,
@@ -253,6 +254,10 @@ def score(
                 )
             if cv >= 2 and n_lab < cv:
                 raise UqsegError(f"--cv {cv}: only {n_lab} labelled case(s); use --cv {max(n_lab, 2)} or fewer folds")
+        cnns = [f for f in frameworks if f != "features"]
+        if loaded is None and cnns and n_lab < CNN_MIN_LABELLED:
+            warn(f"{n_lab} labelled case(s): below {CNN_MIN_LABELLED} a CNN regressor ({', '.join(cnns)}) does not "
+                 "learn reliably and rarely beats the features regressor; use --framework features")
         folds = make_folds(batch, cv, seed) if cv >= 2 and n_lab >= max(cv, 3) else None
         if loaded is None and folds is None:
             warn("no cross-fitting (--cv < 2): labelled cases get in-sample predictions and no honest summary")
@@ -385,6 +390,10 @@ def _predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: 
 
 
 def _report(summ: pd.DataFrame, quiet: bool) -> None:
+    for r in summ.itertuples():
+        if r.beats_baseline is False:
+            warn(f"{r.method}/{r.measure}/{r.framework}: R² {r.r2:.3f} does not beat the best single feature "
+                 f"({r.method}/{r.measure}/baseline); do not rely on this regressor")
     if quiet or summ.empty:
         return
     lines = ["method/measure/framework                      n     R2  Pearson Spearman    MAE   AURC"]

@@ -19,7 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from uqseg_cli.aggregate import REGIONS, VOLUME_REGIONS, CombinedStats, add_combined, feature_matrix
+from uqseg_cli.aggregate import (
+    AGREEMENT_REGIONS,
+    REGIONS,
+    SHAPE_REGIONS,
+    VOLUME_REGIONS,
+    CombinedStats,
+    add_combined,
+    feature_matrix,
+)
 from uqseg_cli.metrics.regression import regression_summary
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import (
@@ -33,7 +41,12 @@ from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn
 from uqseg_cli.rng import case_seed
 
 COMBINED = "combined"
-SUMMARY_COLUMNS = ["method", "measure", "framework", "n", "r2", "pearson", "spearman", "mae", "aurc", "detail"]
+SUMMARY_COLUMNS = [
+    "method", "measure", "framework", "n", "r2", "pearson", "spearman", "mae", "aurc", "beats_baseline", "detail",
+]
+CNN_MIN_LABELLED = 300
+"""Below this many labelled cases a CNN regressor does not learn reliably (PH2, 100 cases: below the features
+regressor, seed sd of R² ≈ 0.1); ``score`` says so and recommends ``--framework features``."""
 
 
 @dataclass
@@ -47,21 +60,36 @@ class Batch:
     measures: list[str]  # all measures available
     labelled: np.ndarray = field(init=False)
 
+    @property
+    def available(self) -> set[str]:
+        """The ``measure/region`` features present in ``long``."""
+        return set((self.long["measure"] + "/" + self.long["region"]).unique())
+
     def set_labelled(self, include_train_cases: bool) -> None:
         ok = np.isfinite(self.target)
         self.labelled = ok if include_train_cases else ok & ~self.train_case
 
 
-def feature_names(measure: str, measures: Sequence[str], for_baseline: bool) -> list[str]:
-    """Aggregated features used for ``measure`` (``"combined"`` = all measures, their combined score, volumes).
+EXTRA_FEATURES: tuple[str, ...] = tuple(
+    [f"agreement/{r}" for r in AGREEMENT_REGIONS] + [f"shape/{r}" for r in SHAPE_REGIONS]
+)
 
-    A single measure uses its five region scores (plus the volume scores as regressor input, not as baseline)."""
+
+def feature_names(
+    measure: str, measures: Sequence[str], for_baseline: bool, available: set[str] | None = None
+) -> list[str]:
+    """Aggregated features used for ``measure`` (``"combined"`` = all measures, their combined score, volumes,
+    agreement and shape features).
+
+    A single measure uses its five region scores (plus the volume, agreement and shape scores as regressor input,
+    not as baseline). ``available`` (the features present) drops agreement/shape features a file does not have."""
     ms = list(measures) if measure == COMBINED else [measure]
     names = [f"{m}/{r}" for m in ms for r in REGIONS]
     if measure == COMBINED:
         names.append(f"{COMBINED}/foreground")
     if measure == COMBINED or not for_baseline:
         names += [f"volume/{r}" for r in VOLUME_REGIONS]
+        names += [n for n in EXTRA_FEATURES if available is None or n in available]
     return names
 
 
@@ -112,7 +140,7 @@ def predict_features(
     batch: Batch, method: str, measure: str, kind: str, folds: np.ndarray | None, seed: int
 ) -> Prediction:
     """Feature-regression framework (``kind`` linear or forest), cross-fitted when ``folds`` is given."""
-    names = feature_names(measure, batch.measures, for_baseline=False)
+    names = feature_names(measure, batch.measures, for_baseline=False, available=batch.available)
     x = feature_matrix(batch.long, method, names, batch.case_ids)
     y = batch.target
     lab, split = _splits(batch, folds)
@@ -143,7 +171,7 @@ def predict_features_loaded(batch: Batch, method: str, meta: dict, arrays: dict)
 
 def predict_baseline_cv(batch: Batch, method: str, measure: str, folds: np.ndarray | None) -> Prediction | None:
     """Best single feature (chosen and fitted inside each training fold), out-of-fold on the labelled cases."""
-    names = feature_names(measure, batch.measures, for_baseline=True)
+    names = feature_names(measure, batch.measures, for_baseline=True, available=batch.available)
     x = feature_matrix(batch.long, method, names, batch.case_ids)
     lab = np.flatnonzero(batch.labelled)
     if folds is None or len(lab) < 3:
@@ -291,7 +319,20 @@ def summary_rows(
             s = {**s, "aurc": math.nan}
         rows.append({"method": method, "measure": measure, "framework": fw, **s,
                      "detail": details.get((method, measure, fw), "")})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out["beats_baseline"] = beats_baseline(out)
+    return out
+
+
+def beats_baseline(summary: pd.DataFrame) -> pd.Series:
+    """Per summary row: does the regressor's R² exceed the best single feature's of the same method and measure?
+    ``True``/``False`` for regressors, empty for the baseline itself and where either R² is undefined."""
+    base = summary[summary["framework"] == "baseline"].set_index(["method", "measure"])["r2"]
+    out = []
+    for r in summary.itertuples():
+        b = base.get((r.method, r.measure), math.nan) if r.framework != "baseline" else math.nan
+        out.append("" if not (math.isfinite(float(b)) and math.isfinite(float(r.r2))) else bool(r.r2 > b))
+    return pd.Series(out, index=summary.index, dtype=object)
 
 
 def make_folds(batch: Batch, cv: int, seed: int) -> np.ndarray | None:
@@ -302,7 +343,9 @@ def make_folds(batch: Batch, cv: int, seed: int) -> np.ndarray | None:
 
 
 __all__ = [
+    "CNN_MIN_LABELLED",
     "Batch",
+    "beats_baseline",
     "COMBINED",
     "Prediction",
     "cnn_meta",
