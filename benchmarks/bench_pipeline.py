@@ -142,7 +142,8 @@ import numpy as np, torch
 from pathlib import Path
 from PIL import Image
 sys.argv = sys.argv[1:]
-mode, manifest, ckpt, outdir, T, maxb = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+mode, manifest, ckpt = sys.argv[1], sys.argv[2], sys.argv[3]
+outdir, T, maxb = Path(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 from uqseg_cli.models.checkpoint import load_checkpoint
 model, meta = load_checkpoint(ckpt)
 model.eval()

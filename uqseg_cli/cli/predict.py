@@ -83,8 +83,9 @@ def predict(
 
     from uqseg_cli.inference import Predictor
     from uqseg_cli.io.cases import discover_cases, load_case
+    from uqseg_cli.io.prefetch import Prefetcher
     from uqseg_cli.io.runner import StageRun, run_stage
-    from uqseg_cli.io.sharding import resolve_part
+    from uqseg_cli.io.sharding import resolve_part, select_part
     from uqseg_cli.io.store import write_array
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint, read_checkpoint, resolve_members
 
@@ -122,8 +123,13 @@ def predict(
         config["checkpoints"] = [os.path.relpath(p.resolve(), output.resolve().parent) for p in paths]
         config["checkpoint_fingerprints"] = [checkpoint_fingerprint(p) for p in paths]
 
+    # the next case decodes in a thread while this one runs through the model (io/prefetch.py)
+    prefetch = Prefetcher(lambda cid: load_case(specs[cid]), select_part(sorted(specs), n_parts, p_id))
+
+    train_sets = [set(pr.ckpt.train_case_ids) for pr in predictors]
+
     def process(case_id: str, group) -> None:
-        case = load_case(specs[case_id])
+        case = prefetch.get(case_id)
         k = held_by.get(case_id, 0)
         pred = predictors[k]
         probs = pred.predict_proba(case.image, case_id).numpy()
@@ -136,7 +142,7 @@ def predict(
             write_array(group, "raters", case.raters.astype(np.uint8))
         group.attrs["spacing"] = [float(s) for s in case.spacing]
         group.attrs["source"] = case.source
-        group.attrs["train_case"] = bool(case_id in set(pred.ckpt.train_case_ids))
+        group.attrs["train_case"] = bool(case_id in train_sets[k])
         group.attrs["member"] = int(k)
 
     run = StageRun(
@@ -151,7 +157,8 @@ def predict(
         quiet=quiet,
     )
     log(f"predicting {len(specs)} case(s) with {meta0.arch} ({checkpoint}) on {dev}", quiet)
-    result = run_stage(run, process)
+    with prefetch:
+        result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)
     finish(result)
 
