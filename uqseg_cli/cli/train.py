@@ -189,7 +189,8 @@ def train(
     import torch
 
     from uqseg_cli.augment import AugmentConfig
-    from uqseg_cli.io.cases import discover_cases, load_case
+    from uqseg_cli.io.cases import discover_cases
+    from uqseg_cli.io.streaming import StreamedCase
     from uqseg_cli.io.tables import write_table
     from uqseg_cli.models.checkpoint import member_path, save_checkpoint
     from uqseg_cli.models.registry import model_info
@@ -218,7 +219,9 @@ def train(
     cases, failed = [], {}
     for spec in specs:
         try:
-            cases.append(load_case(spec))
+            # 2D images stay on disk (read when drawn: memory does not grow with the cases); volumes are loaded
+            c = StreamedCase.open(spec)
+            cases.append(c if c.ndim == 2 else c.load())
         except InputError as exc:
             failed[spec.id] = str(exc)
             warn(f"case {spec.id}: {exc}")
