@@ -128,7 +128,7 @@ with torch.no_grad():
     out["mcdropout"] = time.perf_counter() - t0
     # the hand-written MC dropout loop's forwards: mc_T full passes
     t0 = time.perf_counter()
-    for i in range(n):
+    for i in range(n if int(sys.argv[6]) else 0):
         x = xs[i % len(xs)]
         for s in range(0, mc_T, maxb):
             model(torch.cat([x] * min(maxb, mc_T - s), 0))
@@ -201,9 +201,10 @@ def hand(mode: str, manifest: Path, ckpt: Path, outdir: Path, T: int, maxb: int,
                      python_code=code)
 
 
-def bare(ckpt: Path, n: int, T: int, mc_T: int, maxb: int, threads: int) -> dict:
+def bare(ckpt: Path, n: int, T: int, mc_T: int, maxb: int, threads: int, mc_full: bool) -> dict:
     code = _hwm_prefix() + BARE
-    return run_child(["x", str(ckpt), str(n), str(T), str(mc_T), str(maxb)], threads, python_code=code)
+    return run_child(["x", str(ckpt), str(n), str(T), str(mc_T), str(maxb), str(int(mc_full))], threads,
+                     python_code=code)
 
 
 def _hwm_prefix() -> str:
@@ -290,13 +291,15 @@ def bench_isic(n: int, args) -> dict:
         stage("evaluate (tta)", ["evaluate", "-i", str(s_tta), "-o", str(m), "-q", "--overwrite"], m)
 
     # the model's own cost, same run
-    b = bare(ckpt, n, 8, args.mc_T, 8, th)
+    b = bare(ckpt, n, 8, args.mc_T, 8, th, "mcdropout" in args.hand)
     res["bare"] = b["json"]
     print(f"  bare forwards: predict {b['json']['predict']:.1f} s, tta {b['json']['tta']:.1f} s, mcdropout "
           f"{b['json']['mcdropout']:.1f} s, {args.mc_T} full passes {b['json']['mc_full']:.1f} s", flush=True)
     # hand-written loops
     hd = {}
     for mode, T in (("predict", 1), ("tta", 8), ("mcdropout", args.mc_T)):
+        if mode not in args.hand:
+            continue
         out = work / f"hand_{mode}"
         r = hand(mode, man, ckpt, out, T, 8, th)
         r["size_mb"] = size_of(out) / 1e6
@@ -304,10 +307,11 @@ def bench_isic(n: int, args) -> dict:
         print(f"  hand {mode:<10} {r['wall']:7.1f} s (loop {r['json']['loop']:.1f} s)  {r['rss_mib']:7.0f} MiB  "
               f"{r['size_mb']:8.1f} MB", flush=True)
     res["hand"] = hd
-    res["agree"] = {
-        "predict": agreement_predict(ids, work / "hand_predict", p),
-        "tta": agreement(work, ids, "tta", 8, work / "hand_tta", s_tta, u_tta),
-    }
+    res["agree"] = {}
+    if "predict" in args.hand:
+        res["agree"]["predict"] = agreement_predict(ids, work / "hand_predict", p)
+    if "tta" in args.hand:
+        res["agree"]["tta"] = agreement(work, ids, "tta", 8, work / "hand_tta", s_tta, u_tta)
     print(f"  agreement {json.dumps(res['agree'])}", flush=True)
     (args.work / f"results-{n}.json").write_text(json.dumps(res, indent=1))
     return res
@@ -355,6 +359,8 @@ def main() -> None:
     ap.add_argument("--mc-T", type=int, default=20)
     ap.add_argument("--stages", default="train,aggregate,score,evaluate",
                     help="optional stages besides predict/sample/uncertainty")
+    ap.add_argument("--hand", default="predict,tta,mcdropout",
+                    help="hand-written loops to run (mcdropout also times T full passes in the bare loop)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-pipeline"))
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
