@@ -270,14 +270,16 @@ def bench_isic(n: int, args) -> dict:
     s_tta, s_mc = work / "samples_tta.h5", work / "samples_mc.h5"
     argv = ["sample", "-i", str(p), "-m", str(ckpt), "--method", "tta", "-T", "8", "-o", str(s_tta), "-q"]
     stage("sample tta T=8", argv + ["--overwrite"], s_tta, argv)
-    argv = ["sample", "-i", str(p), "-m", str(ckpt), "--method", "mcdropout", "-T", str(args.mc_T), "-o",
-            str(s_mc), "-q"]
-    stage(f"sample mcdropout T={args.mc_T}", argv + ["--overwrite"], s_mc, argv)
     u_tta, u_mc = work / "unc_tta.h5", work / "unc_mc.h5"
+    if not args.skip_mc:
+        argv = ["sample", "-i", str(p), "-m", str(ckpt), "--method", "mcdropout", "-T", str(args.mc_T), "-o",
+                str(s_mc), "-q"]
+        stage(f"sample mcdropout T={args.mc_T}", argv + ["--overwrite"], s_mc, argv)
     argv = ["uncertainty", "-i", str(s_tta), "-o", str(u_tta), "-q"]
     stage("uncertainty (tta)", argv + ["--overwrite"], u_tta, argv)
-    argv = ["uncertainty", "-i", str(s_mc), "-o", str(u_mc), "-q"]
-    stage("uncertainty (mcdropout)", argv + ["--overwrite"], u_mc, argv)
+    if not args.skip_mc:
+        argv = ["uncertainty", "-i", str(s_mc), "-o", str(u_mc), "-q"]
+        stage("uncertainty (mcdropout)", argv + ["--overwrite"], u_mc, argv)
     if "aggregate" in args.stages:
         f = work / "features.csv"
         stage("aggregate", ["aggregate", "-i", str(u_tta), "-o", str(f), "-q", "--overwrite"], f)
@@ -291,8 +293,11 @@ def bench_isic(n: int, args) -> dict:
         stage("evaluate (tta)", ["evaluate", "-i", str(s_tta), "-o", str(m), "-q", "--overwrite"], m)
 
     # the model's own cost, same run
-    b = bare(ckpt, n, 8, args.mc_T, 8, th, "mcdropout" in args.hand)
-    res["bare"] = b["json"]
+    nb = min(n, args.bare_cases or n)  # forwards cost the same for every case: a subset may stand for all
+    b = bare(ckpt, nb, 8, args.mc_T, 8, th, "mcdropout" in args.hand)
+    res["bare"] = {k: v * n / nb for k, v in b["json"].items()}
+    res["bare_cases"] = nb
+    b["json"] = res["bare"]
     print(f"  bare forwards: predict {b['json']['predict']:.1f} s, tta {b['json']['tta']:.1f} s, mcdropout "
           f"{b['json']['mcdropout']:.1f} s, {args.mc_T} full passes {b['json']['mc_full']:.1f} s", flush=True)
     # hand-written loops
@@ -361,6 +366,9 @@ def main() -> None:
                     help="optional stages besides predict/sample/uncertainty")
     ap.add_argument("--hand", default="predict,tta,mcdropout",
                     help="hand-written loops to run (mcdropout also times T full passes in the bare loop)")
+    ap.add_argument("--bare-cases", type=int, default=0,
+                    help="time the bare forwards on this many cases and scale to all (0 = all cases)")
+    ap.add_argument("--skip-mc", action="store_true", help="leave out sample/uncertainty with MC dropout")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-pipeline"))
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
