@@ -61,3 +61,26 @@ def test_depth_zero_has_no_thread():
     with Prefetcher(lambda c: names.append(threading.current_thread().name) or c, ["a", "b"], depth=0) as pf:
         assert pf.get("a") == "a" and pf.get("b") == "b"
     assert names == [threading.current_thread().name] * 2
+
+
+def test_read_once_reads_each_array_once_and_passes_the_rest_through():
+    from uqseg_cli.io.prefetch import ReadOnce
+
+    class View:
+        spacing = (1.0, 2.0)
+
+        def __init__(self):
+            self.reads = []
+
+        def get(self, name):
+            self.reads.append(name)
+            return [name]
+
+        def has(self, name):
+            return name == "segmentation"
+
+    v = View()
+    r = ReadOnce(v)
+    assert r.get("segmentation") is r.get("segmentation") and r.get("tta/entropy") == ["tta/entropy"]
+    assert v.reads == ["segmentation", "tta/entropy"]
+    assert r.spacing == (1.0, 2.0) and r.has("segmentation")

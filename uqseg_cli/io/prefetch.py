@@ -60,3 +60,21 @@ class Prefetcher(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ReadOnce:
+    """A `CaseView` whose ``get(name)`` reads each array once: later stages ask for the same parent array (e.g.
+    ``segmentation`` for the features and again for the Dice) from several places; the second ask is free.
+    Everything else is passed through to the view. Hold one per case (the arrays live as long as it does)."""
+
+    def __init__(self, view) -> None:
+        self._view = view
+        self._arrays: dict = {}
+
+    def get(self, name: str):
+        if name not in self._arrays:
+            self._arrays[name] = self._view.get(name)
+        return self._arrays[name]
+
+    def __getattr__(self, attr: str):
+        return getattr(self._view, attr)
