@@ -42,7 +42,7 @@ from uqseg_cli.rng import case_seed
 
 VAL_SPLITS = {"val", "valid", "validation"}
 TRAIN_SPLITS = {"train", "training", ""}
-STREAM_CACHE_BYTES = 256 << 20  # prepared 2D training samples kept in memory; the rest are remade when drawn
+STREAM_CACHE_BYTES = 64 << 20  # prepared 2D training samples kept in memory (PH2 fits); the rest are remade when drawn
 
 
 @dataclass
