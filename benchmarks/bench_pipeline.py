@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -55,13 +56,16 @@ def _env(threads: int) -> dict:
 def run_child(argv: list[str], threads: int, *, python_code: str = CHILD) -> dict:
     """Run one fresh process; wall seconds, peak RSS (MiB) and the JSON line it printed (if any)."""
     cmd = [sys.executable, "-c", python_code, *argv]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(threads))
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if proc.returncode not in (0,):
         raise SystemExit(f"{' '.join(argv[:3])} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     kib = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("VMHWM")]
-    out = {"wall": wall, "rss_mib": kib[-1] / 1024 if kib else float("nan")}
+    out = {"wall": wall, "cpu": cpu, "rss_mib": kib[-1] / 1024 if kib else float("nan")}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
             out["json"] = json.loads(line)
@@ -102,20 +106,20 @@ xs = [torch.randn(1, meta.preprocessing.channels, h, w, generator=g) for _ in ra
 out = {}
 with torch.no_grad():
     model(xs[0])  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         model(xs[i % len(xs)])
-    out["predict"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    out["predict"], out["predict_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         x = xs[i % len(xs)]
         for s in range(0, T, maxb):
             model(torch.cat([x] * min(maxb, T - s), 0))
-    out["tta"] = time.perf_counter() - t0
+    out["tta"], out["tta_cpu"] = time.perf_counter() - t0, time.process_time() - c0
     # MC dropout as the sampler runs it (encoder once, decoder on repeated features, batches of maxb)
     from uqseg_cli.bayes.mc_dropout import can_cache_encoder
     cached = can_cache_encoder(model)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         x = xs[i % len(xs)]
         if cached:
@@ -125,14 +129,14 @@ with torch.no_grad():
         else:
             for s in range(0, mc_T, maxb):
                 model(torch.cat([x] * min(maxb, mc_T - s), 0))
-    out["mcdropout"] = time.perf_counter() - t0
+    out["mcdropout"], out["mcdropout_cpu"] = time.perf_counter() - t0, time.process_time() - c0
     # the hand-written MC dropout loop's forwards: mc_T full passes
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n if int(sys.argv[6]) else 0):
         x = xs[i % len(xs)]
         for s in range(0, mc_T, maxb):
             model(torch.cat([x] * min(maxb, mc_T - s), 0))
-    out["mc_full"] = time.perf_counter() - t0
+    out["mc_full"], out["mc_full_cpu"] = time.perf_counter() - t0, time.process_time() - c0
 print(json.dumps(out))
 """
 
@@ -166,7 +170,7 @@ if mode == "mcdropout":
     for m in model.modules():
         if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Dropout3d)):
             m.train()
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 with torch.no_grad():
     for cid, img_path, _mask in rows:
         img = np.asarray(Image.open(img_path).convert("RGB"))
@@ -191,7 +195,7 @@ with torch.no_grad():
         ent = -(pbar * np.log(np.clip(pbar, 1e-300, None))).sum(0)
         np.save(outdir / f"{cid}.mean.npy", pbar.astype(np.float32))
         np.save(outdir / f"{cid}.entropy.npy", ent.astype(np.float32))
-print(json.dumps({"loop": time.perf_counter() - t0}))
+print(json.dumps({"loop": time.perf_counter() - t0, "loop_cpu": time.process_time() - c0}))
 """
 
 
@@ -256,7 +260,8 @@ def bench_isic(n: int, args) -> dict:
         if restart is not None:  # rerun on the finished output: imports + checkpoint, no cases
             r["startup"] = uqseg(restart, th)["wall"]
         st[name] = r
-        print(f"  {name:<22} {r['wall']:7.1f} s  {n / r['wall']:6.2f} cases/s  {r['rss_mib']:7.0f} MiB  "
+        print(f"  {name:<22} {r['wall']:7.1f} s (cpu {r['cpu']:6.1f} s)  {n / r['wall']:6.2f} cases/s  "
+              f"{r['rss_mib']:7.0f} MiB  "
               f"{r['size_mb']:8.1f} MB  start-up {r.get('startup', float('nan')):.1f} s", flush=True)
 
     if "train" in args.stages:
@@ -298,8 +303,7 @@ def bench_isic(n: int, args) -> dict:
     res["bare"] = {k: v * n / nb for k, v in b["json"].items()}
     res["bare_cases"] = nb
     b["json"] = res["bare"]
-    print(f"  bare forwards: predict {b['json']['predict']:.1f} s, tta {b['json']['tta']:.1f} s, mcdropout "
-          f"{b['json']['mcdropout']:.1f} s, {args.mc_T} full passes {b['json']['mc_full']:.1f} s", flush=True)
+    print(f"  bare forwards (cpu s): {json.dumps({k: round(v, 1) for k, v in b['json'].items()})}", flush=True)
     # hand-written loops
     hd = {}
     for mode, T in (("predict", 1), ("tta", 8), ("mcdropout", args.mc_T)):
@@ -309,7 +313,8 @@ def bench_isic(n: int, args) -> dict:
         r = hand(mode, man, ckpt, out, T, 8, th)
         r["size_mb"] = size_of(out) / 1e6
         hd[mode] = r
-        print(f"  hand {mode:<10} {r['wall']:7.1f} s (loop {r['json']['loop']:.1f} s)  {r['rss_mib']:7.0f} MiB  "
+        print(f"  hand {mode:<10} {r['wall']:7.1f} s (cpu {r['cpu']:.1f} s; loop {r['json']['loop']:.1f} s, cpu "
+              f"{r['json']['loop_cpu']:.1f} s)  {r['rss_mib']:7.0f} MiB  "
               f"{r['size_mb']:8.1f} MB", flush=True)
     res["hand"] = hd
     res["agree"] = {}
