@@ -258,11 +258,13 @@ def bench_isic(n: int, args) -> dict:
         r = uqseg(argv, th)
         r["size_mb"] = size_of(out) / 1e6
         if restart is not None:  # rerun on the finished output: imports + checkpoint, no cases
-            r["startup"] = uqseg(restart, th)["wall"]
+            again = uqseg(restart, th)
+            r["startup"], r["startup_cpu"] = again["wall"], again["cpu"]
         st[name] = r
         print(f"  {name:<22} {r['wall']:7.1f} s (cpu {r['cpu']:6.1f} s)  {n / r['wall']:6.2f} cases/s  "
               f"{r['rss_mib']:7.0f} MiB  "
-              f"{r['size_mb']:8.1f} MB  start-up {r.get('startup', float('nan')):.1f} s", flush=True)
+              f"{r['size_mb']:8.1f} MB  start-up {r.get('startup', float('nan')):.1f} s (cpu "
+              f"{r.get('startup_cpu', float('nan')):.1f} s)", flush=True)
 
     if "train" in args.stages:
         stage("train (1 epoch)", ["train", "-i", str(man), "-m", args.arch, "--epochs", "1", "--val-fraction", "0",
@@ -375,7 +377,16 @@ def main() -> None:
                     help="time the bare forwards on this many cases and scale to all (0 = all cases)")
     ap.add_argument("--skip-mc", action="store_true", help="leave out sample/uncertainty with MC dropout")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-pipeline"))
+    ap.add_argument("--report", type=Path, nargs="*", help="print markdown tables from results-*.json and exit")
+    ap.add_argument("--startup-cpu", type=Path, help="results json whose start-up CPU seconds fill in missing ones")
     args = ap.parse_args()
+    if args.report:
+        su = {}
+        if args.startup_cpu:
+            su = {k: v["startup_cpu"] for k, v in json.loads(args.startup_cpu.read_text())["stages"].items()
+                  if "startup_cpu" in v}
+        report(args.report, su)
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     if not ISIC.exists():
         raise SystemExit(f"{ISIC}: not found (the benchmark needs ../shared/data)")
@@ -401,6 +412,52 @@ def main() -> None:
     if args.lits:
         print("\n== LiTS 117 (128^3) ==", flush=True)
         bench_lits(args)
+
+
+# -- report: markdown tables from results-*.json ------------------------------------------------------------------
+STAGE_BARE = {"predict": "predict", "sample tta T=8": "tta", "sample mcdropout T=20": "mcdropout"}
+
+
+def report(paths: list[Path], startup_cpu: dict[str, float]) -> None:
+    """Print the per-stage and hand-loop tables. ``startup_cpu``: stage → CPU s of a run with nothing to do, for
+    results that lack it (measured in another run of the same code)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    print("| stage | cases | wall s | CPU s | start-up CPU s | CPU ms/case (w/o start-up) | model forwards CPU "
+          "ms/case | model share | peak RSS MiB | output MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        n = r["cases"]
+        for name, st in r["stages"].items():
+            su = st.get("startup_cpu", startup_cpu.get(name, float("nan")))
+            per = 1e3 * (st["cpu"] - su) / n if su == su else float("nan")
+            key = STAGE_BARE.get(name)
+            fwd = 1e3 * r["bare"].get(f"{key}_cpu", float("nan")) / n if key else float("nan")
+            share = f"{fwd / per:.0%}" if key and per == per else "–"
+            print(f"| {name} | {n} | {st['wall']:.1f} | {st['cpu']:.1f} | {su:.1f} | {per:.0f} | "
+                  f"{fwd:.0f} | {share} | {st['rss_mib']:.0f} | {st['size_mb']:.1f} |".replace("| nan |", "| – |"))
+    for r in runs:
+        n, st, hd = r["cases"], r["stages"], r.get("hand", {})
+        if not hd:
+            continue
+        print(f"\n{n} cases: pipeline (fresh processes, CPU s incl. start-up) vs the hand-written loop")
+        print("| job | uqseg CPU s | hand CPU s | uqseg / hand | per case w/o start-up: uqseg / hand ms | ratio | "
+              "uqseg peak RSS MiB | hand peak RSS MiB |")
+        print("|---|---|---|---|---|---|---|---|")
+        combos = {
+            "predict": (["predict"], "predict"),
+            "predict + sample tta + uncertainty": (["predict", "sample tta T=8", "uncertainty (tta)"], "tta"),
+            f"predict + sample mcdropout T={r['T_mc']} + uncertainty": (
+                ["predict", f"sample mcdropout T={r['T_mc']}", "uncertainty (mcdropout)"], "mcdropout"),
+        }
+        for job, (stages, h) in combos.items():
+            if h not in hd or not all(s in st for s in stages):
+                continue
+            u = sum(st[s]["cpu"] for s in stages)
+            su = sum(st[s].get("startup_cpu", startup_cpu.get(s, float("nan"))) for s in stages)
+            rss = max(st[s]["rss_mib"] for s in stages)
+            pu, ph = 1e3 * (u - su) / n, 1e3 * hd[h]["json"]["loop_cpu"] / n
+            print(f"| {job} | {u:.1f} | {hd[h]['cpu']:.1f} | {u / hd[h]['cpu']:.2f}x | {pu:.0f} / {ph:.0f} | "
+                  f"{pu / ph:.2f}x | {rss:.0f} | {hd[h]['rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":
