@@ -35,6 +35,7 @@ DATA = (REPO / ".." / "shared" / "data").resolve()
 ISIC = DATA / "isic2017"
 PH2 = DATA / "ph2"
 UQSEG = [sys.executable, "-m", "uqseg_cli"]
+THREADS = {"n": 1}  # torch threads of every stage (also for the stages without --threads), set from --threads
 
 
 def sh(args: list, log: Path) -> float:
@@ -44,7 +45,8 @@ def sh(args: list, log: Path) -> float:
     with log.open("a") as fh:
         fh.write("$ uqseg " + " ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run([*UQSEG, *cmd], stdout=fh, stderr=subprocess.STDOUT, env={**os.environ})
+        env = {**os.environ, "OMP_NUM_THREADS": str(THREADS["n"]), "MKL_NUM_THREADS": str(THREADS["n"])}
+        proc = subprocess.run([*UQSEG, *cmd], stdout=fh, stderr=subprocess.STDOUT, env=env)
     dt = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): uqseg {' '.join(cmd)} (see {log})")
@@ -78,9 +80,13 @@ def base(args) -> None:
     log = work / "commands.log"
     split(work, args.seg_cases, args.fit_cases, args.split_seed)
     seg = work / "seg.pt"
-    if not seg.exists():
-        sh(["train", "-i", work / "seg.csv", "-m", args.arch, "--epochs", args.epochs, "--members", args.members,
-            "--seed", 0, "--threads", args.threads, "-o", seg], log)
+    # one run per ensemble member (seed k -> seg.member<k>.pt, found by `sample -m seg.pt`): each run is short,
+    # resumable at member granularity, and the members can run as separate jobs
+    for k in range(args.members):
+        out = seg if k == 0 else work / f"seg.member{k}.pt"
+        if not out.exists():
+            sh(["train", "-i", work / "seg.csv", "-m", args.arch, "--epochs", args.epochs, "--seed", k,
+                "--threads", args.threads, "-o", out], log)
     for part in ("fit", "test", "ph2"):
         pre, smp, unc = (work / f"{stage}_{part}.h5" for stage in ("predict", "samples", "uncertainty"))
         fea = work / f"features_{part}.csv"
@@ -110,15 +116,24 @@ def score_run(args, name: str, extra: list, seed: int) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     model = out / "quality.pt"
     rows = []
+    if "@noagree" in extra:  # the same features without the agreement and shape ones (ablation)
+        src = pd.read_csv(work / "features_fit.csv")
+        dst = work / "features_fit_noagree.csv"
+        src[~src["measure"].isin(["agreement", "shape"])].to_csv(dst, index=False)
+        extra = [str(dst) if e == "@noagree" else e for e in extra]
+    # aggregate's features.csv (the default regions, as score computes them itself) spares re-reading every map
+    table = [] if "--features" in extra else ["--features", work / "features_fit.csv"]
     if not model.exists():
         sh(["score", "-i", work / "uncertainty_fit.h5", "-o", out / "fit.csv", "--save-model", model,
-            "--seed", seed, *extra], log)
+            "--seed", seed, *table, *extra], log)
     for part in ("test", "ph2"):
         res = out / f"{part}.csv"
         if not res.exists():
-            sh(["score", "-i", work / f"uncertainty_{part}.h5", "--model", model, "-o", res], log)
+            sh(["score", "-i", work / f"uncertainty_{part}.h5", "--model", model, "-o", res,
+                "--features", work / f"features_{part}.csv"], log)
         s = summary_of(res)
         s["part"] = part
+        s = s.merge(high_dice(res), on=["method", "measure", "framework"], how="left")
         rows.append(s)
     s = summary_of(out / "fit.csv")
     s["part"] = "fit-oof"
@@ -127,6 +142,21 @@ def score_run(args, name: str, extra: list, seed: int) -> pd.DataFrame:
     df["run"] = name
     df["seed"] = seed
     return df
+
+
+def high_dice(scores_csv: Path, threshold: float = 0.7) -> pd.DataFrame:
+    """Spearman and MAE on the held-out cases whose true Dice is above ``threshold`` (do we rank the cases that
+    look fine?)."""
+    from scipy.stats import spearmanr
+
+    df = pd.read_csv(scores_csv)
+    df = df[df["split"].isin(["test", "oof"]) & (df["true_dice"] > threshold)]
+    rows = []
+    for (m, meas, fw), g in df.groupby(["method", "measure", "framework"]):
+        rho = spearmanr(g["true_dice"], g["predicted_dice"]).statistic if len(g) > 2 else np.nan
+        rows.append({"method": m, "measure": meas, "framework": fw, "n_hi": len(g), "spearman_hi": rho,
+                     "mae_hi": float(np.mean(np.abs(g["true_dice"] - g["predicted_dice"])))})
+    return pd.DataFrame(rows, columns=["method", "measure", "framework", "n_hi", "spearman_hi", "mae_hi"])
 
 
 def baseline_heldout(work: Path, method: str, measure: str) -> dict:
@@ -180,19 +210,21 @@ def fmt(v: float) -> str:
 def table(args) -> None:
     res = args.work / "results"
     df = pd.concat([pd.read_csv(p) for p in sorted(res.glob("run-*.csv"))], ignore_index=True)
-    cols = ["r2", "pearson", "spearman", "mae", "aurc"]
+    cols = [c for c in ["r2", "pearson", "spearman", "mae", "aurc", "spearman_hi", "mae_hi"] if c in df.columns]
     g = df.groupby(["run", "part", "method", "measure", "framework"])[cols]
     agg = g.mean().join(g.std().add_suffix("_sd")).join(g.size().rename("seeds")).reset_index()
     agg.to_csv(res / "summary.csv", index=False)
     for part in ("test", "ph2", "fit-oof"):
         sub = agg[agg["part"] == part]
         print(f"\n### {part}\n")
-        print("| run | method/measure | framework | R² | Pearson | Spearman | MAE | AURC | seeds |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| run | method/measure | framework | R² | Pearson | Spearman | MAE | AURC | Spearman / MAE "
+              "(Dice > 0.7) | seeds |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for _, r in sub.sort_values("r2", ascending=False).iterrows():
+            hi = f"{fmt(r.get('spearman_hi', np.nan))} / {fmt(r.get('mae_hi', np.nan))}"
             print(f"| {r['run']} | {r['method']}/{r['measure']} | {r['framework']} | {fmt(r['r2'])} ± "
                   f"{fmt(r['r2_sd'])} | {fmt(r['pearson'])} | {fmt(r['spearman'])} | {fmt(r['mae'])} | "
-                  f"{fmt(r['aurc'])} | {int(r['seeds'])} |")
+                  f"{fmt(r['aurc'])} | {hi} | {int(r['seeds'])} |")
     for part in ("fit", "test", "ph2"):
         d = dice_of(args.work, part)
         print(f"Dice {part}: n {len(d)}, mean {d.mean():.3f}, sd {d.std():.3f}, median {d.median():.3f}, "
@@ -225,10 +257,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("-T", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", help='JSON {"name": [extra score options]} (default: {"default": []})')
     args = ap.parse_args()
+    THREADS["n"] = args.threads
     {"base": base, "score": score, "table": table}[args.step](args)
 
 

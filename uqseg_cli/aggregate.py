@@ -449,10 +449,12 @@ def collect_features(
     with_quality: bool = True,
     progress=None,
     with_hd95: bool = True,
+    with_features: bool = True,
 ) -> Collected:
     """Feature rows and quality of ``case_ids`` of an opened ``uncertainty.h5`` (``StageFile``).
 
     A case that cannot be read is recorded in ``failed`` (``case → one-line reason``) and skipped.
+    ``with_features=False`` reads only the quality (when the features come from a table).
     """
     rows: list[tuple] = []
     qual: list[dict] = []
@@ -462,7 +464,9 @@ def collect_features(
         status = "ok"
         try:
             view = ReadOnce(sf.case(cid))  # segmentation & co. are read once for features and quality
-            case_rows = [(cid, *r) for r in features_from_case(view, methods, measures, params)]
+            case_rows = (
+                [(cid, *r) for r in features_from_case(view, methods, measures, params)] if with_features else []
+            )
             q = case_quality(view, with_hd95) if with_quality else None
             train[cid] = bool(view.attr("train_case", False))
         except Exception as exc:  # one unreadable case must not stop the batch

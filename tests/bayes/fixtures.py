@@ -18,7 +18,7 @@ CLASSES = ["background", "organ", "lesion"]
 
 
 def make_checkpoint(path: Path, *, dims: int = 2, seed: int = 0, dropout: float = 0.3, member: int = 0,
-                    members: int = 1, train_ids=()) -> Path:
+                    members: int = 1, train_ids=(), mean: float = 0.4, std: float = 0.3) -> Path:
     """A tiny U-Net (random weights, non-trivial batch-norm statistics) for 1-channel CT with 3 classes."""
     torch.manual_seed(seed)
     arch, channels = ("unet-small", (4, 8, 8)) if dims == 2 else ("unet3d-small", (4, 8))
@@ -28,7 +28,7 @@ def make_checkpoint(path: Path, *, dims: int = 2, seed: int = 0, dropout: float 
             m.running_mean.uniform_(-0.3, 0.3)
             m.running_var.uniform_(0.5, 2.0)
     size = [16, 16] if dims == 2 else [8, 16, 16]
-    prep = Preprocessing("ct", 1, size, "stretch", 1.0, [-100.0, 200.0], [0.4], [0.3], 2)
+    prep = Preprocessing("ct", 1, size, "stretch", 1.0, [-100.0, 200.0], [mean], [std], 2)
     meta = Checkpoint(model.arch, model.init_args, prep, list(CLASSES), train_case_ids=list(train_ids),
                       member=member, members=members, seed=seed)
     return save_checkpoint(path, model, meta)

@@ -37,7 +37,8 @@ def folder(tmp_path, monkeypatch):
 
 
 def test_one_liner_with_default_names(folder, monkeypatch, capsys):
-    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3", *FAST)
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3",
+                       "--framework", "seg-unc", *FAST)
     assert code == 0, err
     df = pd.read_csv(folder / "scores.csv")
     assert list(df.columns) == ["case", "method", "measure", "framework", "predicted_dice", "true_dice",
@@ -140,6 +141,7 @@ def test_volumes_use_the_3d_cnn(tmp_path, monkeypatch, capsys):
         write_chain(tmp_path, n=8, shape=(12, 14, 10))
         monkeypatch.chdir(tmp_path)
         code, _, err = run(monkeypatch, capsys, "score", "--measure", "entropy", "--cv", "2", "--input-size", "16",
+                           "--framework", "seg-unc",
                            "--epochs", "1", "--batch-size", "4", "--device", "cpu")
         assert code == 0, err
         model, meta = load_quality_model(tmp_path / "quality.pt")
@@ -177,3 +179,37 @@ def test_features_model_keeps_its_combined_scale_on_a_new_batch(folder, monkeypa
     assert len(new) == 10
     for key, row in new.iterrows():
         assert row.predicted_dice == pytest.approx(fit.loc[key, "predicted_dice"], abs=1e-12), key
+
+
+def test_joint_method_uses_every_methods_features(tmp_path, monkeypatch, capsys):
+    from uqseg_cli.quality.checkpoint import read_quality_checkpoint
+
+    folder = tmp_path
+    write_chain(folder, n=14, shape=(24, 24), no_ref=("case12", "case13"), methods=("tta", "mcdropout"))
+    monkeypatch.chdir(folder)
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "joint", "--framework", "features", "--measure",
+                       "entropy", "--cv", "3", "-o", "joint.csv", "--save-model", "qj.pt")
+    assert code == 0, err
+    summ = pd.read_csv(folder / "joint.summary.csv")
+    assert set(summ.method) == {"joint"} and "beats_baseline" in summ.columns
+    meta = read_quality_checkpoint(folder / "qj.pt")["meta"]
+    methods = sorted({f.partition(":")[0] for f in meta["features"]})
+    assert len(methods) >= 2 and all(":" in f for f in meta["features"])
+    # the joint model applied unchanged to the same cases reproduces the final model's test predictions
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "qj.pt", "-o", "again.csv")
+    assert code == 0, err
+    fit = pd.read_csv(folder / "joint.csv").query("split == 'test'").set_index(["framework", "case"])
+    again = pd.read_csv(folder / "again.csv").set_index(["framework", "case"])
+    for key, row in fit.iterrows():
+        assert again.loc[key, "predicted_dice"] == pytest.approx(row.predicted_dice, abs=1e-12)
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "joint", "--framework", "seg-unc")
+    assert code == 2 and "--framework features only" in err
+
+
+def test_default_one_liner_fits_the_features_regressors(folder, monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy")
+    assert code == 0, err
+    summ = pd.read_csv(folder / "scores.summary.csv")
+    assert summ.framework.tolist() == ["features-linear", "features-forest", "baseline"]
+    assert summ.beats_baseline.isna().tolist() == [False, False, True]  # flagged per regressor, blank for baseline
+    assert "CNN regressor" not in err  # no CNN asked: no advice about labelled cases

@@ -100,3 +100,19 @@ def test_cross_fit_never_sees_own_label(data):
             moved = cross_fit(folds, lambda tr, te, f, y2=y2: fp(tr, te, f, y2))
             assert moved[i] == base[i], kind  # case i's prediction ignores its own label ...
             assert not np.allclose(moved, base), kind  # ... while other folds do see it
+
+
+def test_boost_export_matches_sklearn(data):
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from uqseg_cli.quality.features import fit_boost
+
+    x, y = data
+    st = fit_boost(x, y, seed=2)
+    xi = SimpleImputer(strategy="median").fit_transform(x)
+    gb = GradientBoostingRegressor(
+        loss="huber", n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, min_samples_leaf=5,
+        random_state=2,
+    ).fit(xi, y)
+    x_new = np.random.default_rng(5).normal(size=(40, 5))
+    np.testing.assert_allclose(predict_forest(st, x_new), np.clip(gb.predict(x_new), 0, 1), atol=1e-9)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from uqseg_cli.bayes.accumulator import SampleAccumulator
-from uqseg_cli.bayes.ensemble import sample_ensemble
+from uqseg_cli.bayes.ensemble import sample_ensemble, sample_ensemble_own_inputs
 from uqseg_cli.bayes.mc_dropout import can_cache_encoder, find_dropout, sample_mc_dropout
 from uqseg_cli.bayes.tta import max_samples, sample_tta
 from uqseg_cli.errors import InputError
@@ -102,10 +102,14 @@ def sample_case(
         acc = SampleAccumulator(K, spatial, T, spacing, sample_sink=sink, segmentation=segmentation)
         attrs: dict = {"T": T}
         if method == "ensemble":
-            sample_ensemble(
-                [p.model for p in predictors], predictors[0].chunks(image, case_id), predictors[0].restore, acc,
-                amp=plan.amp,
-            )
+            ref = predictors[0].ckpt.preprocessing.to_dict()
+            if all(p.ckpt.preprocessing.to_dict() == ref for p in predictors[1:]):
+                sample_ensemble(
+                    [p.model for p in predictors], predictors[0].chunks(image, case_id), predictors[0].restore, acc,
+                    amp=plan.amp,
+                )
+            else:  # separately trained members: each normalises the image with its own statistics
+                sample_ensemble_own_inputs(predictors, image, case_id, acc, amp=plan.amp)
             attrs["members"] = list(plan.member_names)
             attrs["members_trained_on_case"] = int(sum(case_id in set(ids) for ids in train_ids))
         else:

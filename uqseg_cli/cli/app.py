@@ -18,12 +18,14 @@ STAGES: list[str] = [
     "models",
     "train",
     "predict",
+    "import",
     "sample",
     "uncertainty",
     "aggregate",
     "score",
     "explain",
     "evaluate",
+    "export",
     "merge",
     "info",
     "demo",
@@ -35,16 +37,21 @@ SUMMARIES: dict[str, str] = {
     "models": "List the segmentation architectures with parameter counts and input-size rules.",
     "train": "Train a segmentation network (or an ensemble / K fold members) on images or volumes with masks.",
     "predict": "Segment images or volumes with a checkpoint: predict.h5 (image, probabilities, references, raters).",
+    "import": "Build predict.h5 from another tool's predictions (nnU-Net npz/pkl, NIfTI or PNG maps).",
     "sample": "Bayesian sampling (MC dropout, ensemble, TTA) into running sums: samples.h5.",
     "uncertainty": "Uncertainty maps (confidence, entropy, MI, EPKL, ...) from samples.h5: uncertainty.h5.",
     "aggregate": "Condense uncertainty maps into per-case scores (regions, volumes, a combined score).",
     "score": "Predict the Dice of every case from its segmentation and uncertainty (and image), without ground truth.",
     "explain": "Grad-CAM, UMAP, plots and report.html for the quality predictions: explain/.",
     "evaluate": "Evaluate predictions against several raters (the CURVAS protocol): metrics.csv.",
+    "export": "Write maps (segmentation, probabilities, uncertainty, Grad-CAM) as NIfTI on the source affine, or PNG.",
     "merge": "Join the part files of a sharded stage run into one file.",
     "info": "Show what a stage file holds: stage, config, lineage, cases and arrays.",
     "demo": "Run the whole pipeline on built-in synthetic data and summarise what it found.",
 }
+
+# Stages whose module name differs from the command (``import`` is a Python keyword).
+MODULES: dict[str, str] = {"import": "import_"}
 
 
 class LazyStages(TyperGroup):
@@ -56,7 +63,7 @@ class LazyStages(TyperGroup):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in STAGES:
             sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False, add_completion=False)
-            importlib.import_module(f"uqseg_cli.cli.{name}").register(sub)
+            importlib.import_module(f"uqseg_cli.cli.{MODULES.get(name, name)}").register(sub)
             cmd = typer.main.get_command(sub)
             self.commands[name] = cmd.commands[name] if isinstance(cmd, click.Group) else cmd
         return self.commands.get(name)

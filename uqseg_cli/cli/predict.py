@@ -83,6 +83,8 @@ def predict(
 
     from uqseg_cli.inference import Predictor
     from uqseg_cli.io.cases import discover_cases, load_case
+    from uqseg_cli.io.geometry import source_affine
+    from uqseg_cli.io.nnunet import check_model_channels
     from uqseg_cli.io.prefetch import Prefetcher
     from uqseg_cli.io.runner import StageRun, run_stage
     from uqseg_cli.io.sharding import resolve_part, select_part
@@ -107,6 +109,7 @@ def predict(
                 f"{sorted(m.member for m in metas)} next to it (or pass --no-oof)"
             )
     predictors = [Predictor.from_checkpoint(p, dev, batch_size, amp) for p in paths]
+    check_model_channels(specs.values(), predictors[0].prep.channels, f"{checkpoint} ({meta0.arch})")
     held_by = {cid: k for k, pr in enumerate(predictors) for cid in (pr.ckpt.fold_case_ids if len(paths) > 1 else [])}
     dtype = np.float16 if prob_dtype == "float16" else np.float32
     ckpt_rel = os.path.relpath(checkpoint.resolve(), output.resolve().parent)
@@ -141,6 +144,7 @@ def predict(
         if case.raters is not None:
             write_array(group, "raters", case.raters.astype(np.uint8))
         group.attrs["spacing"] = [float(s) for s in case.spacing]
+        group.attrs["affine"] = source_affine(specs[case_id].image, case.spacing)
         group.attrs["source"] = case.source
         group.attrs["train_case"] = bool(case_id in train_sets[k])
         group.attrs["member"] = int(k)

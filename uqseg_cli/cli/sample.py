@@ -23,7 +23,10 @@ from uqseg_cli.cli.common import (
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.progress import log
 
-METHOD_HELP = "Comma list or repeat: mcdropout, ensemble, tta [default: every method the checkpoints allow]."
+METHOD_HELP = (
+    "Comma list or repeat: mcdropout, ensemble, tta [default: every method the checkpoints allow]; or files "
+    "(external predictions, one folder per sample: --from)."
+)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -98,6 +101,14 @@ def sample(
     keep_samples: Annotated[
         bool, typer.Option("--keep-samples", help="Also store every sample (T, K, *spatial) float16 (large).")
     ] = False,
+    sources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from",
+            help="--method files: folders of another tool's predictions, one per sample (comma list or repeat), "
+            "files by case id as in `uqseg import`. e.g. --from fold0/,fold1/,fold2/,fold3/,fold4/",
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file, e.g. -o samples.h5.")] = Path(
         "samples.h5"
     ),
@@ -121,6 +132,7 @@ def sample(
       uqseg sample -i predict.h5 -m seg.pt --method mcdropout,tta -T 30 -o samples.h5
       uqseg sample -m 'runs/*/seg.pt' --method ensemble       # deep ensemble of several checkpoints
       uqseg sample -m seg.pt --num-parts 4 --part-id 0        # one part of an array job
+      uqseg sample --method files --from fold0/,fold1/,fold2/,fold3/,fold4/   # nnU-Net folds as the samples
     """
     from uqseg_cli.bayes.sampling import METHODS, SamplePlan, check_mc_dropout, mc_dropout_mode, resolve_T, sample_case
     from uqseg_cli.inference import Predictor
@@ -131,6 +143,9 @@ def sample(
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint
 
     parent = default_input(input, "predict.h5", "predict file")
+    if "files" in _split(methods) or sources:
+        return _sample_files(parent, _split(methods), _split(sources), models, samples, output, keep_samples,
+                             num_parts, part_id, overwrite, quiet)
     dev = resolve_device(device)
     with StageFile(parent, expect_stage="predict") as pf:
         case_ids, n_parts, p_id = plan_from_parent(pf, num_parts, part_id)
@@ -247,12 +262,33 @@ def sample(
     finish(result)
 
 
+def _sample_files(parent, methods, sources, models, samples, output, keep_samples, num_parts, part_id, overwrite,
+                  quiet) -> None:
+    """--method files: external predictions as the samples (bayes/external.py); no checkpoint involved."""
+    from uqseg_cli.bayes.external import sample_files_stage
+
+    if (methods or ["files"]) != ["files"] or models or samples is not None:
+        raise UqsegError("--method files (with --from) takes one folder per sample and no -m/-T; run checkpoint "
+                         "methods (mcdropout, ensemble, tta) in a separate `uqseg sample`")
+    finish(sample_files_stage(parent, sources, output, keep_samples=keep_samples, num_parts=num_parts,
+                              part_id=part_id, overwrite=overwrite, quiet=quiet))
+
+
 def _check_members(paths, predictors) -> None:
-    """Every member must share the first one's preprocessing, classes and dimensionality."""
+    """Every member must share the first one's input grid, channels, classes and dimensionality; normalisation
+    statistics may differ (separately trained checkpoints measure them on their own training data)."""
     ref = predictors[0]
+
+    def grid(pred) -> dict:
+        return {k: v for k, v in pred.ckpt.preprocessing.to_dict().items() if k not in ("mean", "std")}
+
     for p, pred in zip(paths[1:], predictors[1:], strict=True):
-        if pred.ckpt.preprocessing.to_dict() != ref.ckpt.preprocessing.to_dict():
-            raise InputError(f"{p}: preprocessing differs from {paths[0]}; ensemble members must share it")
+        if grid(pred) != grid(ref):
+            diff = sorted(k for k in grid(ref) if grid(ref).get(k) != grid(pred).get(k))
+            raise InputError(
+                f"{p}: preprocessing ({', '.join(diff)}) differs from {paths[0]}; ensemble members must share the "
+                "input grid and channels"
+            )
         if pred.num_classes != ref.num_classes or pred.model.dims != ref.model.dims:
             raise InputError(
                 f"{p}: {pred.num_classes} classes / {pred.model.dims}D, but {paths[0]} has "

@@ -19,10 +19,11 @@ from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, read_table, write_table
 from uqseg_cli.progress import Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
-from uqseg_cli.quality.features import FEATURE_MODELS
+from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.models import create_quality_model
 from uqseg_cli.quality.scoring import (
+    ALL_METHODS,
     CNN_MIN_LABELLED,
     COMBINED,
     Batch,
@@ -72,7 +73,12 @@ def score(
     ] = "scores.csv",
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Uncertainty method(s), e.g. tta (repeat or comma list) (default: all)."),
+        typer.Option(
+            "--method",
+            "-m",
+            help="Uncertainty method(s), e.g. tta (repeat or comma list); joint = the features of every method side "
+            "by side (features framework) (default: each method).",
+        ),
     ] = None,
     measure: Annotated[
         list[str] | None,
@@ -89,7 +95,7 @@ def score(
             "-f",
             help="seg-unc (CNN on segmentation + uncertainty), img-seg-unc (CNN on image + segmentation + "
             "uncertainty), features (linear and random-forest regression on aggregated features). Repeat or comma "
-            "list. (default: seg-unc)",
+            "list. (default: features: the best held-out result per CPU minute, docs/quality.md)",
         ),
     ] = None,
     target: Annotated[str, typer.Option("--target", help="dice or iou (of the segmentation vs. the reference).")] = (
@@ -127,6 +133,33 @@ def score(
         float, typer.Option("--val-fraction", min=0.0, max=0.5, help="Part of each fit held out for early stopping.")
     ] = 0.2,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="AdamW learning rate.")] = 1e-3,
+    loss: Annotated[
+        str, typer.Option("--loss", help="CNN loss: mse, huber or mse+pearson (docs/quality.md). (default: mse)")
+    ] = "mse",
+    init_from: Annotated[
+        str,
+        typer.Option(
+            "--init-from",
+            help="Start the 2D CNN's backbone from a segmenter's trained encoder: auto (the segmenter recorded in "
+            "predict.h5, when it has the same backbone), none, or a checkpoint path. (default: auto)",
+        ),
+    ] = "auto",
+    feature_models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature-models",
+            help="Regressors of the features framework: linear, forest, boost (gradient-boosted trees); comma list. "
+            "(default: linear,forest)",
+        ),
+    ] = None,
+    agreement_channel: Annotated[
+        bool,
+        typer.Option(
+            "--agreement-channel/--no-agreement-channel",
+            help="Feed the CNN the method's foreground vote fraction (where samples.h5 has vote counts). "
+            "(default: on)",
+        ),
+    ] = True,
     batch_size: BatchSize = 16,
     features: Annotated[
         Path | None,
@@ -177,7 +210,7 @@ def score(
     if as_json and output == "-":
         raise UqsegError("--json and -o - both write to standard output; pick one")
     size = parse_size(input_size)
-    frameworks = split_list(framework) or ["seg-unc"]
+    frameworks = split_list(framework) or ["features"]
     bad = [f for f in frameworks if f not in FRAMEWORKS]
     if bad:
         raise UqsegError(f"--framework {','.join(bad)}: choose from {', '.join(FRAMEWORKS)}")
@@ -202,13 +235,28 @@ def score(
             target = meta["target"]
         method, measure, frameworks = [meta["method"]], [meta["measure"]], [meta["framework"]]
 
+    from uqseg_cli.quality.training import LOSSES
+
+    kinds = split_list(feature_models) or list(FEATURE_MODELS)
+    bad = [k for k in kinds if k not in ALL_FEATURE_MODELS]
+    if bad:
+        raise UqsegError(f"--feature-models {','.join(bad)}: choose from {', '.join(ALL_FEATURE_MODELS)}")
+
+    if loss not in LOSSES:
+        raise UqsegError(f"--loss {loss!r}: choose from {', '.join(LOSSES)}")
     dev = resolve_device(device)
     cfg = FitConfig(
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
-        seed=seed, pretrained=pretrained,
+        seed=seed, pretrained=pretrained, loss=loss,
     )
     with StageFile(src, expect_stage="uncertainty") as sf:
-        ids, methods, all_measures = pick_methods_measures(sf, method, None)
+        all_methods = split_list(method) == [ALL_METHODS]
+        ids, methods, all_measures = pick_methods_measures(sf, None if all_methods else method, None)
+        if all_methods:
+            if any(f != "features" for f in frameworks):
+                raise UqsegError("--method joint (every method's features side by side) works with --framework "
+                                 "features only")
+            methods = [ALL_METHODS]
         wanted = split_list(measure) or [COMBINED]
         if "all" in wanted:
             wanted = [*all_measures, COMBINED]
@@ -217,8 +265,10 @@ def score(
             raise UqsegError(f"--measure {','.join(bad)}: not in {src} (it has {', '.join(all_measures)}, or combined)")
         prog = Progress(len(ids), "score: reading", quiet=quiet)
         try:
+            read = sf.case(ids[0]).keys() if all_methods else methods
             got = collect_features(
-                sf, ids, methods, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False
+                sf, ids, read, all_measures, RegionParams(), with_quality=True, progress=prog, with_hd95=False,
+                with_features=features is None,  # a --features table replaces the aggregation
             )
         finally:
             prog.close()
@@ -275,7 +325,7 @@ def score(
                         continue
                     if fw == "features":
                         arrays, fmeta = {}, None
-                        for kind in FEATURE_MODELS:
+                        for kind in kinds:
                             p = predict_features(batch, m, meas, kind, folds, seed)
                             preds.append(p)
                             arrays.update(p.arrays)
@@ -289,7 +339,11 @@ def score(
                         saved.append(str(path))
                         continue
                     meta = cnn_meta(sf.case(ok_ids[0]), fw, m, meas, all_measures, backbone, size, target,
-                                    pretrained, _num_classes(sf, ok_ids[0]))
+                                    pretrained, _num_classes(sf, ok_ids[0]), agreement=agreement_channel)
+                    init = _segmenter_init(sf, init_from, meta, quiet)
+                    if init is not None:
+                        meta["init_from"] = init[0]
+                        cfg = FitConfig(**{**cfg.__dict__, "init_state": init[1]})
                     prog = Progress(len(ok_ids), f"score: inputs {m}/{meas}/{fw}", quiet=quiet)
                     try:
                         x_raw = load_raw(sf, ok_ids, meta, prog)
@@ -346,6 +400,36 @@ def _num_classes(sf: StageFile, case_id: str) -> int:
     from uqseg_cli.aggregate import num_classes_of
 
     return num_classes_of(sf.case(case_id))
+
+
+def _segmenter_init(sf: StageFile, spec: str, meta: dict, quiet: bool) -> tuple[str, dict] | None:
+    """``(path, state_dict)`` of the segmenter whose encoder starts the CNN, or None (``--init-from``)."""
+    from uqseg_cli.models.checkpoint import read_checkpoint
+
+    if spec == "none" or meta["dims"] != 2:
+        return None
+    if spec == "auto":
+        info = _segmenter_info(sf)
+        if "checkpoint" not in info:
+            return None
+        path = Path(info["checkpoint"])
+        if not path.is_absolute():
+            path = Path(info["predict_file"]).parent / path
+        if not path.exists():
+            log(f"--init-from auto: segmenter {path} not found; the CNN starts from random weights", quiet)
+            return None
+    else:
+        path = Path(spec)
+    ck, state = read_checkpoint(path)
+    backbone = ck.arch[len("fpn-"):] if ck.arch.startswith("fpn-") else None  # fpn-<timm backbone>
+    if backbone != meta["backbone"]:
+        msg = f"--init-from: {path} has backbone {backbone!r}, the CNN {meta['backbone']!r}"
+        if spec != "auto":
+            raise UqsegError(msg)
+        log(f"{msg}: the CNN starts from random weights", quiet)
+        return None
+    log(f"CNN backbone starts from the encoder of {path}", quiet)
+    return str(path), state
 
 
 def _segmenter_info(sf: StageFile) -> dict:

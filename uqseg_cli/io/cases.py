@@ -4,7 +4,9 @@
 * folder of images: one case per supported file; ``--masks DIR`` / ``--raters DIR ...`` matched by case id;
 * folder of case folders (QUBIQ style ``caseNN/image.nii.gz``): one case per sub-folder, the image is the file
   named ``image.*``; ``--masks`` / ``--raters`` may then be file *names* looked up inside each case folder;
-* CSV manifest: columns ``case,image[,mask][,rater1,...][,split]``, relative paths relative to the manifest.
+* CSV manifest: columns ``case,image[,mask][,rater1,...][,split]``, relative paths relative to the manifest;
+* nnU-Net raw layout (``imagesTr/<case>_0000.nii.gz`` + ``_0001`` … channels, ``labelsTr/<case>.nii.gz`` as the
+  masks unless ``--masks`` is given; see ``io/nnunet.py``).
 
 Case ids are returned sorted; duplicates and missing files are one-line errors naming the file and case.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from uqseg_cli.errors import InputError
+from uqseg_cli.io.nnunet import raw_layout, stack_channels
 from uqseg_cli.io.readers import ALL_SUFFIXES, Case, case_id_of, file_suffix, read_image, read_mask
 
 
@@ -31,6 +34,7 @@ class CaseSpec:
     mask: Path | None = None
     raters: tuple[Path, ...] = field(default_factory=tuple)
     split: str | None = None
+    channels: tuple[Path, ...] = field(default_factory=tuple)  # nnU-Net _0001, _0002 ... (image is _0000)
 
 
 def split_paths(values: Sequence[str | Path] | None) -> list[Path]:
@@ -125,6 +129,14 @@ def discover_cases(
                 CaseSpec(s.id, s.image, mm.get(s.id, s.mask), tuple(r[s.id] for r in rr) or s.raters, s.split)
                 for s in specs
             ]
+    elif (raw := raw_layout(src)) is not None:
+        ids = sorted(raw.images)
+        mask_path = mask_path if mask_path is not None else raw.labels
+        mm = _match(mask_path, ids, "mask") if mask_path is not None else {}
+        rr = [_match(r, ids, "rater mask") for r in rater_paths]
+        specs = [
+            CaseSpec(c, raw.images[c][0], mm.get(c), tuple(r[c] for r in rr), None, raw.images[c][1:]) for c in ids
+        ]
     elif src.is_file():
         cid = validate_case_id(case_id_of(src), str(src))
         if file_suffix(src) not in ALL_SUFFIXES:
@@ -182,6 +194,8 @@ def _case_folders(src: Path, mask: Path | None, raters: list[Path]) -> list[Case
 def load_case(spec: CaseSpec) -> Case:
     """Read a case's image and (optional) reference and rater masks, validating shapes."""
     image, spacing = read_image(spec.image, spec.id)
+    if spec.channels:
+        image = stack_channels(image, spacing, spec.channels, spec.id, read_image)
     shape = image.shape[1:]
     mask = read_mask(spec.mask, shape, spec.id) if spec.mask is not None else None
     raters = None

@@ -6,7 +6,9 @@ Two models, both fitted with scikit-learn and then *exported to plain arrays* so
 - ``linear``: median imputation → standardisation → ridge regression with the penalty chosen by leave-one-out
   (``RidgeCV``);
 - ``forest``: median imputation → random forest (200 trees, ``min_samples_leaf=3``), predicted by walking the
-  exported trees (identical to scikit-learn's ``predict``).
+  exported trees (identical to scikit-learn's ``predict``);
+- ``boost``: median imputation → gradient-boosted trees (Huber loss, 300 trees of depth 3, learning rate 0.05,
+  subsample 0.8), exported the same way (initial value + learning rate × Σ tree values).
 
 Predictions are clipped to [0, 1]. ``X`` is ``(n_cases, n_features)`` float with ``nan`` for missing values.
 """
@@ -21,6 +23,7 @@ import numpy as np
 from uqseg_cli.metrics.regression import pearson
 
 FEATURE_MODELS = ("linear", "forest")
+ALL_FEATURE_MODELS = ("linear", "forest", "boost")
 
 
 def _medians(x: np.ndarray) -> np.ndarray:
@@ -101,8 +104,27 @@ def export_forest(rf, median: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def predict_forest(state: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Mean over the exported trees (as scikit-learn: features compared in float32), clipped to [0, 1]."""
+def fit_boost(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fit gradient-boosted trees (Huber loss) and export them like the forest, with ``init`` and ``scale``."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    med = _medians(x)
+    gb = GradientBoostingRegressor(
+        loss="huber", n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, min_samples_leaf=5,
+        random_state=seed,
+    ).fit(_impute(x, med), y)
+
+    class _Trees:  # export_forest walks ``estimators_`` of single trees
+        estimators_ = [e[0] for e in gb.estimators_]
+
+    st = export_forest(_Trees, med)
+    st["init"] = np.array([float(np.asarray(gb.init_.constant_).reshape(-1)[0])])
+    st["scale"] = np.array([float(gb.learning_rate)])
+    return st
+
+
+def _tree_sum(state: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Σ over the exported trees of each row's leaf value (features compared in float32, as scikit-learn)."""
     xi = _impute(x, np.asarray(state["median"])).astype(np.float32).astype(np.float64)
     left, right = np.asarray(state["left"]), np.asarray(state["right"])
     feat, thr, val = np.asarray(state["feature"]), np.asarray(state["threshold"]), np.asarray(state["value"])
@@ -118,6 +140,16 @@ def predict_forest(state: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
             go_left = xi[rows, f] <= thr[node]
             node = np.where(inner, np.where(go_left, left[node], right[node]), node)
         total += val[node]
+    return total
+
+
+def predict_forest(state: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Mean over the exported trees (as scikit-learn: features compared in float32), clipped to [0, 1];
+    a boosted model (``init``/``scale`` in ``state``) predicts ``init + scale · Σ trees``."""
+    total = _tree_sum(state, x)
+    if "init" in state:
+        raw = float(np.asarray(state["init"])[0]) + float(np.asarray(state["scale"])[0]) * total
+        return np.clip(raw, 0.0, 1.0)
     return np.clip(total / len(state["roots"]), 0.0, 1.0)
 
 
@@ -126,7 +158,9 @@ def fit_feature_model(kind: str, x: np.ndarray, y: np.ndarray, seed: int = 0) ->
         return fit_linear(x, y)
     if kind == "forest":
         return fit_forest(x, y, seed=seed)
-    raise ValueError(f"feature model must be one of {FEATURE_MODELS}, got {kind!r}")
+    if kind == "boost":
+        return fit_boost(x, y, seed=seed)
+    raise ValueError(f"feature model must be one of {ALL_FEATURE_MODELS}, got {kind!r}")
 
 
 def predict_feature_model(kind: str, state: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@ Channels by framework (in this order):
 
 - ``seg-unc`` (framework 1): the predicted segmentation as one binary channel per foreground class, then one
   uncertainty map per measure (in the uncertainty direction, ``1 - confidence`` for confidence);
-- ``img-seg-unc`` (framework 2): the image channels first, then the same.
+- ``img-seg-unc`` (framework 2): the image channels first, then the same;
+- both, where ``samples.h5`` holds vote counts: the foreground *agreement map* of the method last
+  (``agree:<method>``: the fraction of the T sampled segmentations that call the voxel foreground).
 
 Every channel is resampled to ``meta["input_size"]`` (bilinear with antialiasing in 2D, trilinear in 3D) and
 standardised with the per-channel mean and std of the training inputs stored in ``meta`` ("feature statistics").
@@ -26,14 +28,26 @@ FRAMEWORKS_CNN = ("seg-unc", "img-seg-unc")
 FRAMEWORKS = (*FRAMEWORKS_CNN, "features")
 
 
-def channel_names(framework: str, image_channels: int, num_classes: int, measures: Sequence[str]) -> list[str]:
-    """Names of the input channels, e.g. ``["image:0", "image:1", "image:2", "seg:1", "unc:entropy"]``."""
+def channel_names(
+    framework: str, image_channels: int, num_classes: int, measures: Sequence[str], agreement: str | None = None
+) -> list[str]:
+    """Names of the input channels, e.g. ``["image:0", "image:1", "image:2", "seg:1", "unc:entropy",
+    "agree:tta"]`` (``agreement``: the method whose vote fraction is the last channel, or None)."""
     if framework not in FRAMEWORKS_CNN:
         raise ValueError(f"framework {framework!r} has no CNN input (expected one of {', '.join(FRAMEWORKS_CNN)})")
     names = [f"image:{c}" for c in range(image_channels)] if framework == "img-seg-unc" else []
     names += [f"seg:{k}" for k in range(1, max(int(num_classes), 2))]
     names += [f"unc:{m}" for m in measures]
+    if agreement:
+        names.append(f"agree:{agreement}")
     return names
+
+
+def agreement_map(view, method: str) -> np.ndarray:
+    """Foreground vote fraction ``(T - votes[0]) / T`` of ``method`` in one case, float32 ``(*spatial)``."""
+    T = int(view.dataset(f"{method}/volumes").shape[0])
+    votes0 = np.asarray(view.get(f"{method}/votes")[0], dtype=np.float32)
+    return (T - votes0) / np.float32(T)
 
 
 def load_channels(view, meta: dict) -> np.ndarray:
@@ -59,6 +73,8 @@ def load_channels(view, meta: dict) -> np.ndarray:
                 out.append((seg == int(arg)).astype(np.float32))
             elif kind == "unc":
                 out.append(uncertainty_direction(arg, view.get(f"{method}/{arg}")).astype(np.float32))
+            elif kind == "agree":
+                out.append(agreement_map(view, arg))
             else:
                 raise ValueError(f"unknown channel {name!r}")
     except CaseError:

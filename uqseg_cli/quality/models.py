@@ -103,3 +103,37 @@ def create_quality_model(meta: dict, pretrained: bool = False) -> QualityRegress
         pretrained=pretrained,
         dropout=float(meta.get("dropout", 0.2)),
     )
+
+
+def init_from_segmenter(model: QualityRegressor, seg_state: dict, image_channels: int) -> int:
+    """Start a 2D regressor's backbone from a segmenter's trained encoder (``backbone.*`` weights of an FPN/U-Net
+    on the same timm backbone): every tensor whose name and shape match is copied. The first convolution gets the
+    segmenter's filters on the image channels and, on every other channel (segmentation, uncertainty, agreement),
+    their mean over the segmenter's input channels, scaled so the summed response keeps its size.
+
+    Returns the number of tensors copied (0: nothing matched, the model is unchanged).
+    """
+    if model.dims != 2:
+        return 0
+    own = model.backbone.state_dict()
+    src = {k[len("backbone."):]: v for k, v in seg_state.items() if k.startswith("backbone.")}
+    new, copied = {}, 0
+    for name, t in own.items():
+        s = src.get(name)
+        if s is None:
+            continue
+        if tuple(s.shape) == tuple(t.shape):
+            new[name] = s.to(t.dtype)
+            copied += 1
+        elif s.ndim == 4 and t.ndim == 4 and s.shape[0] == t.shape[0] and s.shape[2:] == t.shape[2:]:
+            # the first convolution: (out, C_seg, k, k) -> (out, C, k, k)
+            w = torch.empty_like(t)
+            cs, c = int(s.shape[1]), int(t.shape[1])
+            mean = s.mean(dim=1)
+            for i in range(c):
+                w[:, i] = s[:, i] if (i < image_channels and i < cs) else mean
+            new[name] = w * (cs / c)
+            copied += 1
+    if copied:
+        model.backbone.load_state_dict({**own, **new})
+    return copied

@@ -41,6 +41,9 @@ from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn
 from uqseg_cli.rng import case_seed
 
 COMBINED = "combined"
+ALL_METHODS = "joint"
+"""``--method joint`` (feature regressors only): the features of every sampling method side by side, named
+``<method>:<measure>/<region>``."""
 SUMMARY_COLUMNS = [
     "method", "measure", "framework", "n", "r2", "pearson", "spearman", "mae", "aurc", "beats_baseline", "detail",
 ]
@@ -59,6 +62,11 @@ class Batch:
     long: pd.DataFrame  # aggregated features (long), incl. the combined score
     measures: list[str]  # all measures available
     labelled: np.ndarray = field(init=False)
+
+    @property
+    def methods(self) -> list[str]:
+        """The sampling methods present in ``long``, sorted."""
+        return sorted(self.long["method"].unique())
 
     @property
     def available(self) -> set[str]:
@@ -91,6 +99,26 @@ def feature_names(
         names += [f"volume/{r}" for r in VOLUME_REGIONS]
         names += [n for n in EXTRA_FEATURES if available is None or n in available]
     return names
+
+
+def method_feature_names(batch: Batch, method: str, names: Sequence[str]) -> list[str]:
+    """``names`` as they are for one method; for ``joint``, one copy per method, prefixed ``<method>:``."""
+    if method != ALL_METHODS:
+        return list(names)
+    return [f"{m}:{n}" for m in batch.methods for n in names]
+
+
+def method_matrix(long: pd.DataFrame, method: str, names: Sequence[str], cases: Sequence[str]) -> np.ndarray:
+    """:func:`feature_matrix` that also reads ``<method>:<feature>`` names (``--method joint``)."""
+    if method != ALL_METHODS:
+        return feature_matrix(long, method, names, cases)
+    out = np.full((len(cases), len(names)), np.nan)
+    by_method: dict[str, list[int]] = {}
+    for j, n in enumerate(names):
+        by_method.setdefault(n.partition(":")[0], []).append(j)
+    for m, cols in by_method.items():
+        out[:, cols] = feature_matrix(long, m, [names[j].partition(":")[2] for j in cols], cases)
+    return out
 
 
 def with_combined(
@@ -141,7 +169,8 @@ def predict_features(
 ) -> Prediction:
     """Feature-regression framework (``kind`` linear or forest), cross-fitted when ``folds`` is given."""
     names = feature_names(measure, batch.measures, for_baseline=False, available=batch.available)
-    x = feature_matrix(batch.long, method, names, batch.case_ids)
+    names = method_feature_names(batch, method, names)
+    x = method_matrix(batch.long, method, names, batch.case_ids)
     y = batch.target
     lab, split = _splits(batch, folds)
     pred = np.full(len(batch.case_ids), np.nan)
@@ -161,7 +190,7 @@ def predict_features(
 
 
 def predict_features_loaded(batch: Batch, method: str, meta: dict, arrays: dict) -> list[Prediction]:
-    x = feature_matrix(batch.long, method, meta["features"], batch.case_ids)
+    x = method_matrix(batch.long, method, meta["features"], batch.case_ids)
     out = []
     for kind, state in arrays.items():
         split = np.full(len(batch.case_ids), "test", dtype=object)
@@ -172,7 +201,8 @@ def predict_features_loaded(batch: Batch, method: str, meta: dict, arrays: dict)
 def predict_baseline_cv(batch: Batch, method: str, measure: str, folds: np.ndarray | None) -> Prediction | None:
     """Best single feature (chosen and fitted inside each training fold), out-of-fold on the labelled cases."""
     names = feature_names(measure, batch.measures, for_baseline=True, available=batch.available)
-    x = feature_matrix(batch.long, method, names, batch.case_ids)
+    names = method_feature_names(batch, method, names)
+    x = method_matrix(batch.long, method, names, batch.case_ids)
     lab = np.flatnonzero(batch.labelled)
     if folds is None or len(lab) < 3:
         return None
@@ -195,9 +225,10 @@ def predict_baseline_cv(batch: Batch, method: str, measure: str, folds: np.ndarr
 
 def cnn_meta(
     view, framework: str, method: str, measure: str, measures: Sequence[str], backbone: str,
-    input_size: Sequence[int] | None, target: str, pretrained: bool, num_classes: int,
+    input_size: Sequence[int] | None, target: str, pretrained: bool, num_classes: int, agreement: bool = True,
 ) -> dict:
-    """The description of a CNN regressor for the data of ``view`` (first case of the batch)."""
+    """The description of a CNN regressor for the data of ``view`` (first case of the batch); ``agreement`` adds the
+    method's vote-fraction map as the last channel where the file has vote counts."""
     seg_ndim = len(view.dataset("segmentation").shape)
     dims = 3 if seg_ndim == 3 else 2
     img_c = 0
@@ -223,7 +254,9 @@ def cnn_meta(
         "input_size": size,
         "num_classes": int(num_classes),
         "image_channels": img_c,
-        "channels": channel_names(framework, img_c, num_classes, ms),
+        "channels": channel_names(
+            framework, img_c, num_classes, ms, method if agreement and view.has(f"{method}/votes") else None
+        ),
         "dropout": 0.2,
     }
 
@@ -346,6 +379,7 @@ __all__ = [
     "CNN_MIN_LABELLED",
     "Batch",
     "beats_baseline",
+    "ALL_METHODS",
     "COMBINED",
     "Prediction",
     "cnn_meta",

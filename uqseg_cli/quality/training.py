@@ -1,4 +1,8 @@
-"""Fitting and applying the CNN quality regressors (MSE on the target, early stopping on a validation part).
+"""Fitting and applying the CNN quality regressors (early stopping on a validation part).
+
+Losses (``FitConfig.loss``): ``mse``; ``huber`` (smooth L1 with β = 0.1: the tail of failed cases does not
+dominate); ``mse+pearson`` (MSE plus 0.1 × (1 − Pearson r of the batch): rewards the ranking as well as the level).
+Optionally the 2D backbone starts from the segmenter's trained encoder (``FitConfig.init_state``).
 
 The training inputs are the raw resampled channels ``(N, C, *input_size)`` of :func:`~.inputs.raw_inputs`; the
 per-channel statistics are computed on the cases being fitted and stored in the returned ``meta``, so prediction
@@ -17,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from uqseg_cli.quality.inputs import channel_stats, standardize
-from uqseg_cli.quality.models import QualityRegressor, create_quality_model
+from uqseg_cli.quality.models import QualityRegressor, create_quality_model, init_from_segmenter
+
+LOSSES = ("mse", "huber", "mse+pearson")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,21 @@ class FitConfig:
     augment: bool = True
     seed: int = 0
     pretrained: bool = False
+    loss: str = "mse"
+    init_state: dict | None = None  # a segmenter's state dict: start the backbone from its encoder
+
+
+def regression_loss(pred: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """The training loss of ``pred`` and ``y`` ``(N,)`` (see the module text)."""
+    if kind == "mse":
+        return F.mse_loss(pred, y)
+    if kind == "huber":
+        return F.smooth_l1_loss(pred, y, beta=0.1)
+    if kind == "mse+pearson":
+        pc, yc = pred - pred.mean(), y - y.mean()
+        r = (pc * yc).sum() / (pc.norm() * yc.norm() + 1e-8)
+        return F.mse_loss(pred, y) + 0.1 * (1.0 - r)
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {kind!r}")
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -97,7 +118,11 @@ def fit_cnn(
     x = standardize(x_raw, meta)
     yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
     tr, va = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
-    model = create_quality_model(meta, pretrained=cfg.pretrained).to(device)
+    model = create_quality_model(meta, pretrained=cfg.pretrained)
+    if cfg.init_state is not None:
+        n = init_from_segmenter(model, cfg.init_state, int(meta.get("image_channels", 0)))
+        meta["init_tensors_from_segmenter"] = n
+    model = model.to(device)
     model.init_output(float(yt[tr].mean()))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
@@ -115,7 +140,7 @@ def fit_cnn(
             if cfg.augment:
                 xb = augment_batch(xb, gen)
             pred = model(xb.to(device))
-            loss = F.mse_loss(pred, yt[idx].to(device))
+            loss = regression_loss(pred, yt[idx].to(device), cfg.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -146,5 +171,6 @@ def fit_cnn(
         "batch_size": cfg.batch_size,
         "augment": cfg.augment,
         "seed": cfg.seed,
+        "loss": cfg.loss,
     }
     return model, meta
