@@ -213,3 +213,34 @@ def test_default_one_liner_fits_the_features_regressors(folder, monkeypatch, cap
     assert summ.framework.tolist() == ["features-linear", "features-forest", "baseline"]
     assert summ.beats_baseline.isna().tolist() == [False, False, True]  # flagged per regressor, blank for baseline
     assert "CNN regressor" not in err  # no CNN asked: no advice about labelled cases
+
+
+def test_hybrid_joins_the_features_to_the_cnn_and_predicts_the_same_when_loaded(folder, monkeypatch, capsys):
+    from uqseg_cli.quality.checkpoint import load_quality_model
+
+    code, _, err = run(monkeypatch, capsys, "score", "--framework", "hybrid", "--method", "tta", "--measure",
+                       "entropy", "--cv", "3", "-o", "h.csv", "--save-model", "qh.pt", *FAST)
+    assert code == 0, err
+    model, meta = load_quality_model(folder / "qh.pt")
+    n_extra = len(meta["extra_features"])
+    assert n_extra >= 5 and meta["channels"][0] == "image:0"
+    assert model.head.in_features == model.num_features + n_extra
+    assert len(meta["extra_mean"]) == len(meta["extra_std"]) == len(meta["extra_median"]) == n_extra
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "qh.pt", "-o", "h2.csv")
+    assert code == 0, err
+    fit = pd.read_csv(folder / "h.csv").query("split == 'test' and framework == 'hybrid'").set_index("case")
+    again = pd.read_csv(folder / "h2.csv").query("framework == 'hybrid'").set_index("case")
+    assert len(fit) == 3
+    for cid, row in fit.iterrows():
+        assert again.loc[cid, "predicted_dice"] == pytest.approx(row.predicted_dice, abs=1e-6)
+    # the features matter: the same images with other features give other predictions
+    import torch
+
+    from uqseg_cli.io.store import StageFile
+    from uqseg_cli.quality.inputs import build_inputs
+
+    with StageFile(folder / "uncertainty.h5") as sf:
+        x = build_inputs(sf.case("case01"), meta)[None]
+    z = torch.zeros((1, n_extra))
+    with torch.no_grad():
+        assert float(model(x, z + 3.0)) != pytest.approx(float(model(x, z)), abs=1e-9)

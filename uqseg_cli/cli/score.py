@@ -29,6 +29,8 @@ from uqseg_cli.quality.scoring import (
     Batch,
     Prediction,
     cnn_meta,
+    feature_names,
+    hybrid_features,
     load_raw,
     make_folds,
     predict_baseline_cv,
@@ -94,7 +96,8 @@ def score(
             "--framework",
             "-f",
             help="seg-unc (CNN on segmentation + uncertainty), img-seg-unc (CNN on image + segmentation + "
-            "uncertainty), features (linear and random-forest regression on aggregated features). Repeat or comma "
+            "uncertainty), hybrid (the img-seg-unc CNN with the aggregated features joined before its head), "
+            "features (linear and random-forest regression on aggregated features). Repeat or comma "
             "list. (default: features: the best held-out result per CPU minute, docs/quality.md)",
         ),
     ] = None,
@@ -338,8 +341,10 @@ def score(
                         save_quality_model(path, meta, arrays=arrays)
                         saved.append(str(path))
                         continue
+                    extra = feature_names(meas, all_measures, for_baseline=False, available=batch.available)
                     meta = cnn_meta(sf.case(ok_ids[0]), fw, m, meas, all_measures, backbone, size, target,
-                                    pretrained, _num_classes(sf, ok_ids[0]), agreement=agreement_channel)
+                                    pretrained, _num_classes(sf, ok_ids[0]), agreement=agreement_channel,
+                                    extra_features=extra)
                     init = _segmenter_init(sf, init_from, meta, quiet)
                     if init is not None:
                         meta["init_from"] = init[0]
@@ -469,7 +474,10 @@ def _predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: 
         raise InputError(str(exc)) from None
     finally:
         prog.close()
-    pred = predict_cnn(net, standardize(x_raw, meta), batch_size, dev)
+    from uqseg_cli.quality.training import standardize_extra
+
+    z = standardize_extra(hybrid_features(batch, meta), meta)
+    pred = predict_cnn(net, standardize(x_raw, meta), batch_size, dev, z=z)
     return [Prediction(meta["framework"], pred, split, detail=f"loaded {meta['backbone']}")]
 
 

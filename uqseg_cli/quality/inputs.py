@@ -5,7 +5,9 @@ Channels by framework (in this order):
 - ``seg-unc`` (framework 1): the predicted segmentation as one binary channel per foreground class, then one
   uncertainty map per measure (in the uncertainty direction, ``1 - confidence`` for confidence);
 - ``img-seg-unc`` (framework 2): the image channels first, then the same;
-- both, where ``samples.h5`` holds vote counts: the foreground *agreement map* of the method last
+- ``hybrid``: the channels of ``img-seg-unc``; the aggregated features join the CNN embedding before the head
+  (:class:`~uqseg_cli.quality.models.QualityRegressor` with ``n_extra``);
+- every CNN framework, where ``samples.h5`` holds vote counts: the foreground *agreement map* of the method last
   (``agree:<method>``: the fraction of the T sampled segmentations that call the voxel foreground).
 
 Every channel is resampled to ``meta["input_size"]`` (bilinear with antialiasing in 2D, trilinear in 3D) and
@@ -24,7 +26,8 @@ import torch.nn.functional as F
 from uqseg_cli.aggregate import uncertainty_direction
 from uqseg_cli.errors import CaseError
 
-FRAMEWORKS_CNN = ("seg-unc", "img-seg-unc")
+FRAMEWORKS_CNN = ("seg-unc", "img-seg-unc", "hybrid")
+IMAGE_FRAMEWORKS = ("img-seg-unc", "hybrid")
 FRAMEWORKS = (*FRAMEWORKS_CNN, "features")
 
 
@@ -35,7 +38,7 @@ def channel_names(
     "agree:tta"]`` (``agreement``: the method whose vote fraction is the last channel, or None)."""
     if framework not in FRAMEWORKS_CNN:
         raise ValueError(f"framework {framework!r} has no CNN input (expected one of {', '.join(FRAMEWORKS_CNN)})")
-    names = [f"image:{c}" for c in range(image_channels)] if framework == "img-seg-unc" else []
+    names = [f"image:{c}" for c in range(image_channels)] if framework in IMAGE_FRAMEWORKS else []
     names += [f"seg:{k}" for k in range(1, max(int(num_classes), 2))]
     names += [f"unc:{m}" for m in measures]
     if agreement:

@@ -55,10 +55,12 @@ class QualityRegressor(nn.Module):
     """
 
     def __init__(
-        self, backbone: str, in_chans: int, dims: int = 2, pretrained: bool = False, dropout: float = 0.2
+        self, backbone: str, in_chans: int, dims: int = 2, pretrained: bool = False, dropout: float = 0.2,
+        n_extra: int = 0,
     ):
         super().__init__()
         self.dims = dims
+        self.n_extra = int(n_extra)
         if dims == 2:
             import timm
 
@@ -73,14 +75,21 @@ class QualityRegressor(nn.Module):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
         self.num_features = int(self.backbone.num_features)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, 1)
+        self.head = nn.Linear(self.num_features + self.n_extra, 1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding ``(N, F)``: globally pooled backbone features."""
         return self.backbone(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(self.dropout(self.embed(x)))).squeeze(1)
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N,)`` quality; ``z`` ``(N, n_extra)``: the standardised aggregated features of a hybrid model (None:
+        their training mean, 0 — e.g. for Grad-CAM, which explains the image part)."""
+        e = self.dropout(self.embed(x))
+        if self.n_extra:
+            if z is None:
+                z = torch.zeros((e.shape[0], self.n_extra), dtype=e.dtype, device=e.device)
+            e = torch.cat([e, z.to(e.dtype)], dim=1)
+        return torch.sigmoid(self.head(e)).squeeze(1)
 
     def init_output(self, mean_target: float) -> None:
         """Start from the mean training target: head bias = logit(mean), weights scaled down."""
@@ -102,6 +111,7 @@ def create_quality_model(meta: dict, pretrained: bool = False) -> QualityRegress
         dims=int(meta["dims"]),
         pretrained=pretrained,
         dropout=float(meta.get("dropout", 0.2)),
+        n_extra=len(meta.get("extra_features", [])),
     )
 
 

@@ -36,8 +36,8 @@ from uqseg_cli.quality.features import (
     predict_baseline,
     predict_feature_model,
 )
-from uqseg_cli.quality.inputs import channel_names, raw_inputs, standardize
-from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn
+from uqseg_cli.quality.inputs import IMAGE_FRAMEWORKS, channel_names, raw_inputs, standardize
+from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn, standardize_extra
 from uqseg_cli.rng import case_seed
 
 COMBINED = "combined"
@@ -226,13 +226,14 @@ def predict_baseline_cv(batch: Batch, method: str, measure: str, folds: np.ndarr
 def cnn_meta(
     view, framework: str, method: str, measure: str, measures: Sequence[str], backbone: str,
     input_size: Sequence[int] | None, target: str, pretrained: bool, num_classes: int, agreement: bool = True,
+    extra_features: Sequence[str] = (),
 ) -> dict:
     """The description of a CNN regressor for the data of ``view`` (first case of the batch); ``agreement`` adds the
     method's vote-fraction map as the last channel where the file has vote counts."""
     seg_ndim = len(view.dataset("segmentation").shape)
     dims = 3 if seg_ndim == 3 else 2
     img_c = 0
-    if framework == "img-seg-unc":
+    if framework in IMAGE_FRAMEWORKS:
         ish = view.dataset("image").shape
         img_c = int(ish[0]) if len(ish) == seg_ndim + 1 else 1
     ms = list(measures) if measure == COMBINED else [measure]
@@ -258,6 +259,7 @@ def cnn_meta(
             framework, img_c, num_classes, ms, method if agreement and view.has(f"{method}/votes") else None
         ),
         "dropout": 0.2,
+        **({"extra_features": list(extra_features)} if framework == "hybrid" else {}),
     }
 
 
@@ -285,27 +287,42 @@ def predict_cnn_framework(
     lab, split = _splits(batch, folds)
     pred = np.full(len(batch.case_ids), np.nan)
     tag = f"{meta['method']}/{meta['measure']}/{meta['framework']}"
+    z_all = hybrid_features(batch, meta)
+
+    def sub(idx):
+        return None if z_all is None else z_all[idx]
+
     if folds is not None:
 
         def fp(train, test, f):
             c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, f, tag)})
             t0 = time.perf_counter()
-            model, m = fit_cnn(x_raw[lab[train]], y[lab[train]], meta, c, device=device)
+            model, m = fit_cnn(x_raw[lab[train]], y[lab[train]], meta, c, device=device, z_raw=sub(lab[train]))
             if log:
                 log(f"{tag}: fold {f + 1}/{int(folds.max()) + 1}: {_fit_line(m, time.perf_counter() - t0)}")
-            return predict_cnn(model, standardize(x_raw[lab[test]], m), cfg.batch_size, device)
+            z = standardize_extra(sub(lab[test]), m)
+            return predict_cnn(model, standardize(x_raw[lab[test]], m), cfg.batch_size, device, z=z)
 
         pred[lab] = cross_fit(folds, fp)
     c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, "final", tag)})
     t0 = time.perf_counter()
-    model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device)
+    model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device, z_raw=sub(lab))
     if log:
         log(f"{tag}: final model: {_fit_line(m, time.perf_counter() - t0)}")
     rest = np.flatnonzero(split != "oof")
     if len(rest):
-        pred[rest] = predict_cnn(model, standardize(x_raw[rest], m), cfg.batch_size, device)
+        z = standardize_extra(sub(rest), m)
+        pred[rest] = predict_cnn(model, standardize(x_raw[rest], m), cfg.batch_size, device, z=z)
     m["train_cases"] = [batch.case_ids[i] for i in lab]
     return Prediction(meta["framework"], pred, split, detail=meta["backbone"], model_meta=m, model=model.cpu())
+
+
+def hybrid_features(batch: Batch, meta: dict) -> np.ndarray | None:
+    """The raw aggregated features ``(n_cases, P)`` a hybrid model joins to its embedding (None otherwise)."""
+    names = meta.get("extra_features")
+    if not names:
+        return None
+    return method_matrix(batch.long, meta["method"], names, batch.case_ids)
 
 
 def _fit_line(meta: dict, seconds: float) -> str:
@@ -384,6 +401,7 @@ __all__ = [
     "Prediction",
     "cnn_meta",
     "feature_names",
+    "hybrid_features",
     "load_raw",
     "make_folds",
     "predict_baseline_cv",

@@ -87,13 +87,41 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def extra_stats(z: np.ndarray) -> dict[str, list[float]]:
+    """Median (imputation), mean and std (a zero std becomes 1) of a hybrid model's features ``(N, P)``."""
+    import warnings
+
+    z = np.asarray(z, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(z, axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+    zi = np.where(np.isfinite(z), z, med)
+    std = zi.std(axis=0)
+    return {"extra_median": med.tolist(), "extra_mean": zi.mean(axis=0).tolist(),
+            "extra_std": np.where(std > 0, std, 1.0).tolist()}
+
+
+def standardize_extra(z: np.ndarray | None, meta: dict) -> torch.Tensor | None:
+    """A hybrid model's features ``(N, P)`` imputed and standardised with the stored statistics (None stays)."""
+    if z is None or not meta.get("extra_features"):
+        return None
+    z = np.asarray(z, dtype=np.float64)
+    zi = np.where(np.isfinite(z), z, np.asarray(meta["extra_median"]))
+    return torch.as_tensor((zi - np.asarray(meta["extra_mean"])) / np.asarray(meta["extra_std"]), dtype=torch.float32)
+
+
 @torch.no_grad()
-def predict_cnn(model: QualityRegressor, x: torch.Tensor, batch_size: int = 32, device="cpu") -> np.ndarray:
-    """Predicted quality ``(N,)`` float64 for standardised inputs ``x`` ``(N, C, *input_size)``."""
+def predict_cnn(
+    model: QualityRegressor, x: torch.Tensor, batch_size: int = 32, device="cpu", z: torch.Tensor | None = None
+) -> np.ndarray:
+    """Predicted quality ``(N,)`` float64 for standardised inputs ``x`` ``(N, C, *input_size)`` (and standardised
+    features ``z`` ``(N, P)`` of a hybrid model)."""
     model.eval()
     out = []
     for i in range(0, x.shape[0], batch_size):
-        out.append(model(x[i : i + batch_size].to(device)).float().cpu())
+        zb = z[i : i + batch_size].to(device) if z is not None else None
+        out.append(model(x[i : i + batch_size].to(device), zb).float().cpu())
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
@@ -104,6 +132,7 @@ def fit_cnn(
     cfg: FitConfig = FitConfig(),
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = None,
+    z_raw: np.ndarray | None = None,
 ) -> tuple[QualityRegressor, dict]:
     """Fit a regressor on raw inputs ``x_raw`` ``(N, C, *input_size)`` and targets ``y`` ``(N,)`` in [0, 1].
 
@@ -116,6 +145,11 @@ def fit_cnn(
     meta = dict(meta)
     meta["channel_mean"], meta["channel_std"] = channel_stats(x_raw)
     x = standardize(x_raw, meta)
+    if meta.get("extra_features"):
+        if z_raw is None:
+            raise ValueError("a hybrid model needs its aggregated features (z_raw)")
+        meta.update(extra_stats(z_raw))
+    z = standardize_extra(z_raw, meta)
     yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
     tr, va = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
     model = create_quality_model(meta, pretrained=cfg.pretrained)
@@ -139,7 +173,7 @@ def fit_cnn(
             xb = x[idx]
             if cfg.augment:
                 xb = augment_batch(xb, gen)
-            pred = model(xb.to(device))
+            pred = model(xb.to(device), z[idx].to(device) if z is not None else None)
             loss = regression_loss(pred, yt[idx].to(device), cfg.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -149,7 +183,8 @@ def fit_cnn(
         sched.step()
         train_mse = total / max(count, 1)
         if len(va):
-            val_mse = float(np.mean((predict_cnn(model, x[va], device=device) - yt[va].numpy()) ** 2))
+            zv = z[va] if z is not None else None
+            val_mse = float(np.mean((predict_cnn(model, x[va], device=device, z=zv) - yt[va].numpy()) ** 2))
         else:
             val_mse = train_mse
         history.append((train_mse, val_mse))
