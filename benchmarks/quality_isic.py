@@ -123,18 +123,20 @@ def score_run(args, name: str, extra: list, seed: int) -> pd.DataFrame:
         extra = [str(dst) if e == "@noagree" else e for e in extra]
     # aggregate's features.csv (the default regions, as score computes them itself) spares re-reading every map
     table = [] if "--features" in extra else ["--features", work / "features_fit.csv"]
-    if not model.exists():
+    if not (out / "fit.csv").exists():
         sh(["score", "-i", work / "uncertainty_fit.h5", "-o", out / "fit.csv", "--save-model", model,
             "--seed", seed, *table, *extra], log)
+    # one model per configuration: quality.pt, or quality.<method>.<measure>.<framework>.pt for several
     for part in ("test", "ph2"):
-        res = out / f"{part}.csv"
-        if not res.exists():
-            sh(["score", "-i", work / f"uncertainty_{part}.h5", "--model", model, "-o", res,
-                "--features", work / f"features_{part}.csv"], log)
-        s = summary_of(res)
-        s["part"] = part
-        s = s.merge(high_dice(res), on=["method", "measure", "framework"], how="left")
-        rows.append(s)
+        for m in sorted(out.glob("quality*.pt")):
+            res = out / f"{part}{m.stem[len('quality'):]}.csv"
+            if not res.exists():
+                sh(["score", "-i", work / f"uncertainty_{part}.h5", "--model", m, "-o", res,
+                    "--features", work / f"features_{part}.csv"], log)
+            s = summary_of(res)
+            s["part"] = part
+            s = s.merge(high_dice(res), on=["method", "measure", "framework"], how="left")
+            rows.append(s)
     s = summary_of(out / "fit.csv")
     s["part"] = "fit-oof"
     rows.append(s)

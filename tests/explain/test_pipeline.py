@@ -29,7 +29,15 @@ def test_select_cases():
 
 def test_safe_name():
     assert safe_name("IMD002") == "IMD002"
-    assert safe_name("a/b c") == "a_b_c"
+    assert safe_name("a/b c") == "a~2Fb~20c"
+
+
+def test_safe_name_is_injective():
+    """Issue 12 item 12: "IMD 013" and "IMD_013" wrote the same figure file."""
+    ids = ["IMD 013", "IMD_013", "IMD~20013", "a.b", ".a", "~", "é", "e\u0301", "x/y", "x_y", ""]
+    names = [safe_name(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    assert all("/" not in n and not n.startswith(".") and n for n in names)
 
 
 def test_read_scores(tmp_path):

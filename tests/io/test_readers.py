@@ -130,13 +130,13 @@ def test_folder_manifest_and_matching(tmp_path):
     with pytest.raises(InputError, match="no mask for case\\(s\\) c"):
         discover_cases(img, masks=msk)
     (tmp_path / "m.csv").write_text(
-        "case,image,mask,rater1,rater2,split\nz,img/a.png,,img/a.png,img/b.png,val\ny,img/b.png,msk/b.png,,,train\n"
+        "case,image,mask,rater1,rater2,split\nz,img/a.png,,msk/a.png,msk/b.png,val\ny,img/b.png,msk/b.png,,,train\n"
     )
     specs = discover_cases(tmp_path / "m.csv")
     assert [s.id for s in specs] == ["y", "z"]
     assert specs[0].mask == tmp_path / "msk/b.png" and specs[1].raters == (
-        tmp_path / "img/a.png",
-        tmp_path / "img/b.png",
+        tmp_path / "msk/a.png",
+        tmp_path / "msk/b.png",
     )
     assert specs[1].split == "val"
     c = load_case(specs[1])

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uqseg_cli.errors import CaseError
+from uqseg_cli import signals
+from uqseg_cli.errors import CaseError, UqsegError
 from uqseg_cli.io.runner import StageRun, run_stage
 from uqseg_cli.io.store import write_array
 from uqseg_cli.rng import case_numpy_rng
@@ -55,9 +56,17 @@ def main(argv: list[str]) -> int:
         overwrite=a.overwrite,
         quiet=True,
     )
-    res = run_stage(run, toy_process(a.scale, a.sleep, set(a.fail)))
-    return 130 if res.interrupted else (1 if res.failed else 0)
+    try:
+        res = run_stage(run, toy_process(a.scale, a.sleep, set(a.fail)))
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through uqseg_cli.signals
+        return signals.exit_code(exc)
+    return 1 if res.failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    signals.install()
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except UqsegError as exc:  # as the real entry point does: one line and the documented exit code
+        print(f"uqseg: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -10,8 +10,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from uqseg_cli import __version__
-from uqseg_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UqsegError
+from uqseg_cli import __version__, signals
+from uqseg_cli.errors import EXIT_CASE_FAILED, EXIT_USAGE, UqsegError, disk_full_message, is_disk_full
 
 # Subcommand modules in pipeline order; each exposes `register(app)`. A stage is listed only when it works.
 STAGES: list[str] = [
@@ -113,6 +113,8 @@ def _root(
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line and an exit code."""
     debug = "--debug" in sys.argv[1:] or os.environ.get("UQSEG_DEBUG") == "1"
+    signals.reset()
+    signals.install()
     try:
         rc = app(standalone_mode=False)
     except UqsegError as exc:
@@ -120,24 +122,43 @@ def main() -> None:
             raise
         typer.echo(f"uqseg: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("uqseg: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        code = signals.exit_code(exc)
+        typer.echo("uqseg: terminated" if code != 130 else "uqseg: interrupted", err=True)
+        sys.exit(code)
     except SystemExit:
         raise
+    except OSError as exc:
+        if debug:
+            raise
+        if is_disk_full(exc):
+            typer.echo(f"uqseg: error: {disk_full_message(exc.filename or 'output', exc)}", err=True)
+            sys.exit(EXIT_CASE_FAILED)
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"uqseg: error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except Exception as exc:
         # click/typer usage errors carry their own message and exit code (2)
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
         name = type(exc).__name__
-        if name == "Abort":
-            typer.echo("uqseg: aborted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        if name == "Abort":  # click turns KeyboardInterrupt (SIGINT, or SIGTERM via signals) into Abort
+            code = signals.exit_code(exc)
+            typer.echo("uqseg: terminated" if code != 130 else "uqseg: interrupted", err=True)
+            sys.exit(code)
         if name == "Exit" and hasattr(exc, "exit_code"):
             sys.exit(exc.exit_code)
         if debug:
             raise
-        typer.echo(f"uqseg: error: {name}: {exc} (run with --debug for the traceback)", err=True)
+        if is_disk_full(exc):
+            typer.echo(f"uqseg: error: {disk_full_message('output', exc)}", err=True)
+            sys.exit(EXIT_CASE_FAILED)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        typer.echo(f"uqseg: error: {name}: {first} (run with --debug for the traceback)", err=True)
         sys.exit(EXIT_USAGE)
+    if rc in (130, 143):  # typer turns KeyboardInterrupt (SIGINT, SIGTERM via signals) into a quiet Exit(130)
+        code = signals.exit_code()
+        typer.echo("uqseg: terminated" if code != 130 else "uqseg: interrupted", err=True)
+        sys.exit(code)
     sys.exit(rc if isinstance(rc, int) else 0)

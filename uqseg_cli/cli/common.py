@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.errors import EXIT_CASE_FAILED, EXIT_INTERRUPTED, UqsegError
+from uqseg_cli.errors import EXIT_CASE_FAILED, UqsegError
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images (or slices/patches) per forward pass.")]
@@ -55,9 +55,11 @@ def default_input(path: Path | None, default_name: str, what: str) -> Path:
 
 
 def finish(result) -> None:
-    """Exit 1 if any case failed (after the output was written), 130 if interrupted."""
+    """Exit 1 if any case failed (after the output was written), 130/143 if interrupted by SIGINT/SIGTERM."""
     if getattr(result, "interrupted", False):
-        raise typer.Exit(EXIT_INTERRUPTED)
+        from uqseg_cli import signals
+
+        raise typer.Exit(signals.exit_code())
     if result.failed:
         typer.echo(f"uqseg: {len(result.failed)} case(s) failed: {', '.join(sorted(result.failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)

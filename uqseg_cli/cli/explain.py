@@ -218,9 +218,9 @@ def explain(
         if sf is not None:
             sf.close()
     if result.interrupted:
-        from uqseg_cli.errors import EXIT_INTERRUPTED
+        from uqseg_cli import signals
 
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(signals.exit_code())
     log(f"wrote {len(result.files)} file(s) to {result.out_dir}; open {result.out_dir / 'report.html'}", quiet)
     if as_json:
         write_json({**result.summary, "failed": result.failed, "files": [str(p) for p in result.files]}, "-")

@@ -36,6 +36,7 @@ def describe(path: Path) -> dict:
             lineage.append({"file": str(anc.path), "stage": anc.stage})
         cases = {}
         for cid in sf.case_ids + sf.incomplete_ids:
+            sf.check_case(cid)  # a crafted file's external links are refused, not followed
             g = sf.h5[f"cases/{cid}"]
             cases[cid] = {
                 "complete": bool(g.attrs.get("complete", False)),

@@ -58,6 +58,14 @@ def predict(
             "with the member that never saw it (default on).",
         ),
     ] = True,
+    nan_policy: Annotated[
+        str,
+        typer.Option(
+            "--nan-policy",
+            help="NaN/±inf voxels in an image: error (refuse the case), zero (replace by 0) or min (by the image's "
+            "smallest finite value). e.g. --nan-policy min",
+        ),
+    ] = "error",
     device: Device = "auto",
     batch_size: BatchSize = 8,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="float16 autocast on CUDA (ignored on the CPU).")] = True,
@@ -82,10 +90,12 @@ def predict(
     import torch
 
     from uqseg_cli.inference import Predictor
-    from uqseg_cli.io.cases import discover_cases, load_case
+    from uqseg_cli.io.cases import discover_cases, load_case, split_paths
+    from uqseg_cli.io.fingerprint import input_identity
     from uqseg_cli.io.geometry import source_affine
     from uqseg_cli.io.nnunet import check_model_channels
     from uqseg_cli.io.prefetch import Prefetcher
+    from uqseg_cli.io.readers import NAN_POLICIES
     from uqseg_cli.io.runner import StageRun, run_stage
     from uqseg_cli.io.sharding import resolve_part, select_part
     from uqseg_cli.io.store import write_array
@@ -93,6 +103,8 @@ def predict(
 
     if prob_dtype not in ("float16", "float32"):
         raise UqsegError(f"--prob-dtype {prob_dtype!r}: expected float16 or float32")
+    if nan_policy not in NAN_POLICIES:
+        raise UqsegError(f"--nan-policy {nan_policy!r}: expected {', '.join(NAN_POLICIES)}")
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -121,13 +133,21 @@ def predict(
         "prob_dtype": prob_dtype,
         "out_of_fold": len(paths) > 1,
         "amp": bool(amp and dev.type == "cuda"),
+        # slices/tiles per pass change the last bits of the probabilities (~1e-6): part of the resume config
+        "batch_size": int(batch_size),
+        "nan_policy": nan_policy,
+        # which images, masks and raters: a rerun with other inputs into this output is refused, not mixed
+        **input_identity(list(specs.values()), input, output, masks, split_paths(raters)),
     }
     if len(paths) > 1:
         config["checkpoints"] = [os.path.relpath(p.resolve(), output.resolve().parent) for p in paths]
         config["checkpoint_fingerprints"] = [checkpoint_fingerprint(p) for p in paths]
 
     # the next case decodes in a thread while this one runs through the model (io/prefetch.py)
-    prefetch = Prefetcher(lambda cid: load_case(specs[cid]), select_part(sorted(specs), n_parts, p_id))
+    prefetch = Prefetcher(
+        lambda cid: load_case(specs[cid], nan_policy=nan_policy, class_names=list(meta0.class_names)),
+        select_part(sorted(specs), n_parts, p_id),
+    )
 
     train_sets = [set(pr.ckpt.train_case_ids) for pr in predictors]
 
@@ -159,6 +179,8 @@ def predict(
         part_id=p_id,
         overwrite=overwrite,
         quiet=quiet,
+        inputs=[("-i", input), ("--masks", masks), *[("--raters", r) for r in split_paths(raters)],
+                *[("-m", p) for p in paths]],
     )
     log(f"predicting {len(specs)} case(s) with {meta0.arch} ({checkpoint}) on {dev}", quiet)
     with prefetch:

@@ -206,6 +206,8 @@ def sample(
             "amp": amp_on,
             "checkpoint_fingerprints": [checkpoint_fingerprint(p) for p in ckpts],
             "class_names": list(predictors[0].ckpt.class_names),
+            # forward passes per batch change the last bits of the sums (~1e-6): part of the resume config
+            "batch_size": int(batch_size),
             "agreement": 1,  # votes + overlap_volumes layout: a resume of an older file is refused, not mixed
         }
         if "mcdropout" in chosen:
@@ -252,6 +254,7 @@ def sample(
             part_id=p_id,
             overwrite=overwrite,
             quiet=quiet,
+            inputs=[("-m", p) for p in ckpts],
         )
         log(
             f"sampling {', '.join(f'{m} (T={T[m]})' for m in chosen)} for {len(case_ids)} case(s) on {dev}", quiet

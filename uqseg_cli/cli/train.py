@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -190,9 +192,11 @@ def train(
 
     from uqseg_cli.augment import AugmentConfig
     from uqseg_cli.io.cases import discover_cases
+    from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
+    from uqseg_cli.io.lock import OutputLock
     from uqseg_cli.io.streaming import StreamedCase
     from uqseg_cli.io.tables import write_table
-    from uqseg_cli.models.checkpoint import member_path, save_checkpoint
+    from uqseg_cli.models.checkpoint import checkpoint_fingerprint, member_path, save_checkpoint
     from uqseg_cli.models.registry import model_info
     from uqseg_cli.training import TrainOptions, train_members
 
@@ -208,7 +212,10 @@ def train(
     n_members = folds or members
     outs = [member_path(output, k) for k in range(n_members)]
     log_path = log_file or output.with_name(f"{output.stem}.log.csv")
-    existing = [p for p in outs if p.exists()]
+    refuse_output_over_inputs(output, [("-i", input), ("--masks", masks)])
+    # members of an earlier, larger ensemble: never left next to the new checkpoint for a glob to pick up
+    stale = sorted(q for q in output.parent.glob(f"{glob.escape(output.stem)}.member*{output.suffix}") if q not in outs)
+    existing = [p for p in outs if p.exists()] + stale
     if existing and not overwrite:
         raise UqsegError(f"{existing[0]}: exists; pass --overwrite to replace it")
     dev = resolve_device(device)
@@ -219,8 +226,10 @@ def train(
     cases, failed = [], {}
     for spec in specs:
         try:
+            # masks are checked against --class-names when given (else: 0/1, 0/255 or small integer labels);
             # 2D images stay on disk (read when drawn: memory does not grow with the cases); volumes are loaded
-            c = StreamedCase.open(spec)
+            names = [c.strip() for c in class_names.split(",")] if class_names else None
+            c = StreamedCase.open(spec, class_names=names)
             cases.append(c if c.ndim == 2 else c.load())
         except InputError as exc:
             failed[spec.id] = str(exc)
@@ -266,29 +275,62 @@ def train(
         )
 
     summary = []
-    for trained in train_members(cases, opts, dev, on_epoch):
-        path = save_checkpoint(outs[trained.meta.member], trained.model, trained.meta)
-        m = trained.meta
-        summary.append(
-            {
-                "member": m.member,
-                "fold": m.fold,
-                "checkpoint": str(path),
-                "best_epoch": m.best_epoch,
-                "val_dice": m.val_dice,
-                "train_cases": len(m.train_case_ids),
-                "val_cases": len(m.val_case_ids),
-                "input_size": m.preprocessing.input_size,
-            }
-        )
-        vd = "n/a (no validation cases)" if m.val_dice is None else f"{m.val_dice:.4f}"
-        log(f"member {m.member}: best epoch {m.best_epoch}, val Dice {vd} -> {path}", quiet)
+    # every member is written beside the old files first; when all are done the main checkpoint records them
+    # (names, fingerprints) and they replace the old ones, members first: a failed or killed run changes nothing
+    staged: dict[int, Path] = {}
+    main = None
+    lock = OutputLock(output).__enter__()  # one training per output at a time
+    try:
+        for o in outs:
+            clean_leftovers(o, quiet)
+        for trained in train_members(cases, opts, dev, on_epoch):
+            k = trained.meta.member
+            if k == 0:
+                main = trained
+            else:
+                staged[k] = save_checkpoint(_staging(outs[k]), trained.model, trained.meta)
+            _report_member(trained.meta, outs[k], summary, quiet)
+        main.meta.member_files = [o.name for o in outs]
+        main.meta.member_fingerprints = [checkpoint_fingerprint(staged[k]) for k in range(1, n_members)]
+        staged[0] = save_checkpoint(_staging(outs[0]), main.model, main.meta)
+        for k in [*range(1, n_members), 0]:
+            os.replace(staged.pop(k), outs[k])
+        for q in stale:
+            q.unlink(missing_ok=True)
+        if stale:
+            log(f"removed {len(stale)} member file(s) of the earlier ensemble: {', '.join(q.name for q in stale)}",
+                quiet)
+    finally:
+        for q in staged.values():
+            q.unlink(missing_ok=True)
+        lock.__exit__(None, None, None)
     log(f"epoch log: {log_path}", quiet)
     if json_out:
         typer.echo(json.dumps({"members": summary, "log": str(log_path), "failed": failed}, indent=2))
     if failed:
         typer.echo(f"uqseg: {len(failed)} case(s) could not be read: {', '.join(sorted(failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)
+
+
+def _staging(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _report_member(m, path: Path, summary: list, quiet: bool) -> None:
+    summary.append(
+        {
+            "member": m.member,
+            "fold": m.fold,
+            "checkpoint": str(path),
+            "best_epoch": m.best_epoch,
+            "val_dice": m.val_dice,
+            "train_cases": len(m.train_case_ids),
+            "val_cases": len(m.val_case_ids),
+            "input_size": m.preprocessing.input_size,
+        }
+    )
+    vd = "n/a (no validation cases)" if m.val_dice is None else f"{m.val_dice:.4f}"
+    log(f"member {m.member}: best epoch {m.best_epoch}, val Dice {vd} -> {path}", quiet)
 
 
 def register(app: typer.Typer) -> None:

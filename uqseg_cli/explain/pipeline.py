@@ -92,8 +92,16 @@ def select_cases(predicted: Mapping[str, float], worst: int | None, best: int | 
 
 
 def safe_name(case_id: str) -> str:
-    """A file-name-safe version of a case id (anything but letters, digits, ``._-`` becomes ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", case_id) or "_"
+    """A file-name-safe version of a case id, one-to-one: letters, digits and ``._-`` stay, every other byte
+    (UTF-8) becomes ``~XX`` (hex), a leading ``.`` too — so ``IMD 013`` (``IMD~20013``) and ``IMD_013`` never
+    share a file."""
+    out = []
+    for i, ch in enumerate(case_id):
+        if re.fullmatch(r"[A-Za-z0-9_-]", ch) or (ch == "." and i > 0):
+            out.append(ch)
+        else:
+            out.append("".join(f"~{b:02X}" for b in ch.encode("utf-8", errors="surrogatepass")))
+    return "".join(out) or "~"
 
 
 def file_sha256(path: Path) -> str:
@@ -314,6 +322,7 @@ def _gradcam_step(model, meta, sf, sf_path: Path, ids, opts, model_fp: str, resu
         "cam": opts.cam_method,
         "slices": opts.slices,
         "formats": list(opts.formats),
+        "batch_size": int(opts.batch_size),  # CAMs of a batch differ in the last bits from one at a time
     }
 
     warned: list[bool] = []

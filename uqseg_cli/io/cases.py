@@ -45,9 +45,27 @@ def split_paths(values: Sequence[str | Path] | None) -> list[Path]:
     return out
 
 
+MAX_ID_BYTES = 200  # a case id names files (journal, figures): keep room for suffixes under the 255-byte limit
+
+
 def validate_case_id(case_id: str, where: str) -> str:
-    if not case_id or "/" in case_id or case_id in {".", ".."} or case_id != case_id.strip():
-        raise InputError(f"{where}: invalid case id {case_id!r} (no '/', no surrounding spaces, not empty)")
+    """Refuse ids that cannot be (part of) a file name: empty, ``.``/``..``, ``/`` or ``\\``, control characters
+    (newline, tab, NUL), surrounding spaces, or longer than 200 bytes."""
+    why = ""
+    if not case_id:
+        why = "empty"
+    elif case_id in {".", ".."}:
+        why = "'.' and '..' name folders"
+    elif "/" in case_id or "\\" in case_id:
+        why = "holds '/' or '\\'"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in case_id):
+        why = "holds a control character (newline, tab, NUL)"
+    elif case_id != case_id.strip():
+        why = "has surrounding spaces"
+    elif len(case_id.encode("utf-8", errors="surrogatepass")) > MAX_ID_BYTES:
+        why = f"longer than {MAX_ID_BYTES} bytes"
+    if why:
+        raise InputError(f"{where}: invalid case id {case_id!r} ({why}); case ids name files")
     return case_id
 
 
@@ -76,10 +94,13 @@ def _match(folder: Path, ids: Sequence[str], what: str) -> dict[str, Path]:
 
 def _read_manifest(path: Path) -> list[CaseSpec]:
     try:
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a UTF-8 BOM (Excel) is not part of 'case'
+            reader = csv.DictReader(fh)
+            if reader.fieldnames:
+                reader.fieldnames = [(c or "").strip() for c in reader.fieldnames]
+            rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read manifest: {exc}") from None
+        raise InputError(f"{path}: cannot read manifest: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     if not rows:
         raise InputError(f"{path}: manifest has no rows")
     cols = list(rows[0].keys())
@@ -191,16 +212,18 @@ def _case_folders(src: Path, mask: Path | None, raters: list[Path]) -> list[Case
     return specs
 
 
-def load_case(spec: CaseSpec) -> Case:
-    """Read a case's image and (optional) reference and rater masks, validating shapes."""
-    image, spacing = read_image(spec.image, spec.id)
+def load_case(spec: CaseSpec, nan_policy: str = "error", class_names: list[str] | None = None) -> Case:
+    """Read a case's image and (optional) reference and rater masks, validating shapes, non-finite voxels
+    (``nan_policy``) and mask labels (against ``class_names`` when known)."""
+    image, spacing = read_image(spec.image, spec.id, nan_policy=nan_policy)
     if spec.channels:
-        image = stack_channels(image, spacing, spec.channels, spec.id, read_image)
+        image = stack_channels(image, spacing, spec.channels, spec.id,
+                               lambda p, c: read_image(p, c, nan_policy=nan_policy))
     shape = image.shape[1:]
-    mask = read_mask(spec.mask, shape, spec.id) if spec.mask is not None else None
+    mask = read_mask(spec.mask, shape, spec.id, class_names) if spec.mask is not None else None
     raters = None
     if spec.raters:
-        raters = np.stack([read_mask(r, shape, spec.id) for r in spec.raters])
+        raters = np.stack([read_mask(r, shape, spec.id, class_names) for r in spec.raters])
     return Case(
         spec.id, image, spacing, mask, raters, str(spec.image), {"split": spec.split} if spec.split else {}
     )

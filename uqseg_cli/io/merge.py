@@ -25,8 +25,16 @@ def _merged_parent(parts: list[StageFile], out: Path) -> tuple[str, str]:
     parents = {p.parent_path.resolve() if p.parent_path else None for p in parts}
     if parents == {None}:
         return "", ""
+    fps = {str(p.h5.attrs.get("parent_fingerprint", "")) for p in parts}
     if len(parents) == 1:
         (pp,) = parents
+        if len(fps) != 1:
+            raise StoreError(f"the parts were made from different versions of {pp} (its fingerprint differs); "
+                             "rerun the parts on the same file")
+        if pp.exists():
+            with StageFile(pp) as cur:
+                if cur.fingerprint != next(iter(fps)):
+                    raise StoreError(f"{pp}: has changed since the parts were made from it; rerun the parts")
         return relpath(pp, out.parent), parts[0].h5.attrs.get("parent_fingerprint", "")
     # parts made from part files of the parent stage: the merged parent must exist and hold every case
     stems = {parse_part(p)[0] if p and parse_part(p) else None for p in parents}
@@ -39,6 +47,14 @@ def _merged_parent(parts: list[StageFile], out: Path) -> tuple[str, str]:
     with StageFile(merged) as m:
         fp = m.fingerprint
         missing = set().union(*(set(p.case_ids) for p in parts)) - set(m.case_ids)
+        for p in parts:  # each part's own parent must still be what it was made from, and of the merged run
+            with StageFile(p.parent_path) as own:
+                if own.fingerprint != str(p.h5.attrs.get("parent_fingerprint", "")):
+                    raise StoreError(f"{p.path}: its parent {own.path} has changed since; rerun this part")
+                diff = config_diff(m.config, own.config)
+                if diff:
+                    raise StoreError(f"{own.path}: was made with other options or inputs than {merged} "
+                                     f"({'; '.join(diff)}); the parts do not belong to it")
     if missing:
         raise StoreError(f"{merged}: lacks case(s) {', '.join(sorted(missing)[:5])} present in the parts")
     return relpath(merged, out.parent), fp
@@ -110,6 +126,7 @@ def merge_parts(paths: Sequence[Path], out: Path, allow_missing: bool = False, o
                 cases = dst.create_group("cases")
                 for p in parts:
                     for cid in p.case_ids:
+                        p.check_case(cid)  # never copy what another file holds
                         p.h5.copy(p.h5[f"cases/{cid}"], cases, name=cid)
             os.replace(tmp, out)
         finally:

@@ -15,6 +15,8 @@ import numpy as np
 from uqseg_cli.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+NAN_POLICIES = ("error", "zero", "min")  # what --nan-policy does with NaN/±inf voxels: refuse the case, 0, finite min
+MAX_UNNAMED_LABEL = 63  # without class names, a mask value above this is an intensity, not a label
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ALL_SUFFIXES = IMAGE_SUFFIXES + NIFTI_SUFFIXES
 
@@ -109,10 +111,39 @@ def _read_nifti(path: Path, case: str | None) -> tuple[np.ndarray, tuple[float, 
     return data[None], spacing
 
 
-def read_image(path: Path | str, case: str | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
+def apply_nan_policy(arr: np.ndarray, policy: str, where: str) -> np.ndarray:
+    """Refuse (``error``) or replace (``zero``, ``min``: the smallest finite value) NaN and ±inf voxels."""
+    if arr.dtype.kind not in "fc":
+        return arr
+    bad = ~np.isfinite(arr)
+    n = int(bad.sum())
+    if n == 0:
+        return arr
+    if policy not in NAN_POLICIES:
+        raise InputError(f"--nan-policy {policy!r}: expected one of {', '.join(NAN_POLICIES)}")
+    if policy == "error":
+        kinds = [k for k, m in (("NaN", np.isnan(arr)), ("+inf", np.isposinf(arr)), ("-inf", np.isneginf(arr)))
+                 if m.any()]
+        raise InputError(
+            f"{where}: {n} of {arr.size} voxel(s) are {'/'.join(kinds)}; refusing the case "
+            "(--nan-policy zero or min replaces them)"
+        )
+    fill = 0.0
+    if policy == "min":
+        finite = arr[~bad]
+        fill = float(finite.min()) if finite.size else 0.0
+    arr = arr.copy()
+    arr[bad] = fill
+    return arr
+
+
+def read_image(
+    path: Path | str, case: str | None = None, nan_policy: str = "error"
+) -> tuple[np.ndarray, tuple[float, ...]]:
     """Read an image or volume. Returns ``(array (C, *spatial), spacing_mm)``.
 
     Photos keep their dtype (uint8 usually) with spacing 1 mm; NIfTI data is float32 with header spacing.
+    NaN/±inf voxels (NIfTI, float TIFF) refuse the case unless ``nan_policy`` replaces them.
     """
     path = Path(path)
     _check_file(path, case)
@@ -123,17 +154,31 @@ def read_image(path: Path | str, case: str | None = None) -> tuple[np.ndarray, t
         arr, spacing = _read_2d(path, case)
     if min(arr.shape[1:]) < 1:
         raise InputError(f"{path}: image has an empty axis, shape {arr.shape[1:]}")
+    arr = apply_nan_policy(arr, nan_policy, f"{path}" + (f" (case {case})" if case else ""))
     return arr, spacing
 
 
-def read_mask(path: Path | str, shape: tuple[int, ...], case: str | None = None) -> np.ndarray:
+_jpeg_warned: set[str] = set()
+
+
+def read_mask(
+    path: Path | str, shape: tuple[int, ...], case: str | None = None, class_names: list[str] | None = None
+) -> np.ndarray:
     """Read a label mask on the image grid ``shape`` (spatial). Returns uint8 labels ``(*shape)``.
 
-    Binary 0/255 masks become 0/1; colour masks must be grey (all channels equal); integer labels are kept.
+    Binary masks are mapped explicitly: 0/255 and 0/1 are background/foreground. Other values must be labels of
+    ``class_names`` (0 .. K-1) when those are known, else small integers (at most 63); anything else — 0/128/255
+    masks, JPEG compression noise, label 7 in a 2-class task — is refused with the offending values named.
+    Colour masks must be grey (all channels equal). JPEG masks get a warning (lossy compression changes labels).
     """
     path = Path(path)
     arr, _ = read_image(path, case)
     where = f"{path}" + (f" (case {case})" if case else "")
+    if file_suffix(path) in (".jpg", ".jpeg") and str(path.parent) not in _jpeg_warned:
+        _jpeg_warned.add(str(path.parent))
+        from uqseg_cli.progress import warn
+
+        warn(f"{where}: JPEG mask: lossy compression alters label values near edges; PNG masks are safer")
     if arr.shape[0] > 1:
         if not np.all(arr == arr[:1]):
             raise InputError(f"{where}: mask has {arr.shape[0]} differing channels, expected a label image")
@@ -144,9 +189,20 @@ def read_mask(path: Path | str, shape: tuple[int, ...], case: str | None = None)
         raise InputError(f"{where}: mask holds NaN or infinite values")
     if np.any(arr < 0) or np.any(arr != np.round(arr)):
         raise InputError(f"{where}: mask holds negative or non-integer values; expected integer labels")
-    values = np.unique(arr)
-    if values.size <= 2 and values.max(initial=0) == 255:
-        arr = (arr > 0).astype(np.uint8)
-    elif values.max(initial=0) > 255:
-        raise InputError(f"{where}: label {int(values.max())} exceeds 255")
+    values = [int(v) for v in np.unique(arr)]
+    k = len(class_names) if class_names else None
+    if set(values) <= {0, 255} and 255 in values and k in (None, 2):
+        return (arr > 0).astype(np.uint8)  # 0/255: background/foreground
+    limit = (k - 1) if k else MAX_UNNAMED_LABEL
+    bad = [v for v in values if v > limit]
+    if bad:
+        shown = ", ".join(map(str, bad[:8])) + (" ..." if len(bad) > 8 else "")
+        if k:
+            expect = f"labels 0..{k - 1} of the classes {', '.join(class_names)}"
+            if k == 2:
+                expect += " (or 0/255)"
+        else:
+            expect = "0/1 or 0/255 for a binary mask, or integer labels 0, 1, 2, ..."
+        raise InputError(f"{where}: mask values {shown} are not labels (values found: "
+                         f"{', '.join(map(str, values[:10]))}{' ...' if len(values) > 10 else ''}); expected {expect}")
     return arr.astype(np.uint8)

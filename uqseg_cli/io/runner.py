@@ -22,13 +22,16 @@ from pathlib import Path
 
 import h5py
 
-from uqseg_cli.errors import StoreError, UqsegError
+from uqseg_cli.errors import DiskFullError, StoreError, UqsegError, check_room, disk_full_message, is_disk_full
+from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
 from uqseg_cli.io.lock import OutputLock
 from uqseg_cli.io.sharding import part_path, select_part
 from uqseg_cli.io.store import StageFile, config_diff, config_json, relpath, write_root
+from uqseg_cli.io.untrusted import UntrustedFileError, check_self_contained, check_tree
 from uqseg_cli.progress import Progress, log, warn
 
 META = "meta.json"
+REPLACES = "replaces-output"  # marker: this journal belongs to an --overwrite run that replaces <out> at the end
 
 
 @dataclass
@@ -45,6 +48,7 @@ class StageRun:
     part_id: int = 0
     overwrite: bool = False
     quiet: bool = False
+    inputs: list[tuple[str, Path | None]] = field(default_factory=list)  # other inputs the output must not be
 
 
 @dataclass
@@ -64,9 +68,33 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _write_case(tmp: Path, cid: str, process: Callable[[str, h5py.Group], None]) -> None:
+    """Build the case's journal file in memory (HDF5 core driver) and write its bytes with plain Python I/O.
+
+    HDF5 never writes to the disk here, so a full disk (or a ``ulimit -f``) is a clean ``OSError`` instead of an
+    HDF5 write failure, which leaves h5py objects that fail again on deallocation and can crash the process.
+    Costs one compressed copy of the case in memory.
+    """
+    f = h5py.File(f"<journal {cid}>", "w", driver="core", backing_store=False)
+    try:
+        g = f.create_group(f"cases/{cid}")
+        process(cid, g)
+        g.attrs["complete"] = True
+        del g
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    with open(tmp, "wb") as fh:
+        fh.write(image)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def _journal_ok(path: Path, case_id: str) -> bool:
     try:
         with h5py.File(path, "r") as f:
+            check_self_contained(f, path)
             return bool(f[f"cases/{case_id}"].attrs.get("complete", False))
     except Exception:
         return False
@@ -84,41 +112,73 @@ def _error_line(exc: BaseException) -> str:
     return msg if isinstance(exc, UqsegError) else f"{type(exc).__name__}: {msg}"
 
 
-def _reset_journal(partial: Path, config: dict) -> None:
+def _reset_journal(partial: Path, config: dict, replaces: bool = False) -> None:
     """A fresh journal folder whose meta.json records the config it belongs to."""
     partial.mkdir(parents=True, exist_ok=True)
     tmp = partial / f".{META}.tmp"
     tmp.write_text(config_json(config))
     os.replace(tmp, partial / META)
+    if replaces:
+        (partial / REPLACES).write_text("this journal replaces the output when it completes (--overwrite)\n")
+
+
+def _disk_full(where: Path, exc: BaseException, kept: int, partial: Path) -> DiskFullError:
+    return DiskFullError(
+        f"{disk_full_message(where, exc)}; {kept} finished case(s) kept in {partial} — free space and rerun "
+        "the same command to resume"
+    )
 
 
 def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunResult:
     """Process every case of this part not yet done, journal each, and consolidate into the output file.
 
     ``process(case_id, group)`` writes the case's arrays into ``group`` (``/cases/<id>`` of its journal file).
-    It raises for a failed case (reported; the stage goes on). ``KeyboardInterrupt`` ends the run after the case
-    in flight is discarded; what is journalled stays for the next run.
+    It raises for a failed case (reported; the stage goes on). ``KeyboardInterrupt`` (SIGINT, or SIGTERM through
+    `uqseg_cli.signals`) is re-raised after the case in flight is discarded; what is journalled stays for the next
+    run. A full disk stops the run with `DiskFullError` (journal intact). With ``overwrite`` the old output stays
+    in place until the new one is complete and replaces it in one ``os.replace``.
     """
     out = part_path(run.out, run.num_parts, run.part_id)
     mine = select_part(run.case_ids, run.num_parts, run.part_id)
     result = RunResult(out)
     parent_rel, parent_fp = "", ""
+    guarded = list(run.inputs)
     if run.parent is not None:
         with StageFile(run.parent) as pf:
             parent_fp = pf.fingerprint
+            # every ancestor must still be the file this one was made from: checked once here, before any case
+            # (and again whenever a case reads through the lineage)
+            for i, sf in enumerate(pf.lineage()):
+                guarded.append(("-i" if i == 0 else f"an ancestor of -i ({sf.stage})", sf.path))
         parent_rel = relpath(run.parent, out.parent)
+    refuse_output_over_inputs(out, guarded)
     # the parent's identity is part of what the results depend on
     config = dict(run.config, stage=run.stage, parent_fingerprint=parent_fp)
     partial = Path(str(out) + ".partial")
 
     with OutputLock(out):
-        if run.overwrite:
-            if partial.exists():
-                shutil.rmtree(partial)
-            if out.exists():
-                out.unlink()
+        clean_leftovers(out, run.quiet)
+        replacing = run.overwrite
+        if partial.exists():
+            try:
+                old_cfg = json.loads((partial / META).read_text())
+            except (OSError, ValueError):
+                _move_aside(partial, "unreadable journal of an interrupted run")
+            else:
+                diff = config_diff(old_cfg, json.loads(config_json(config)))
+                journal_replaces = (partial / REPLACES).exists()
+                if run.overwrite and (diff or not journal_replaces):
+                    shutil.rmtree(partial)  # an interrupted run's cases, not an output the user had
+                elif diff:
+                    raise StoreError(
+                        f"{out}: an interrupted run with different options exists in {partial.name} "
+                        f"({'; '.join(diff)}); rerun with the same options to resume, or pass --overwrite"
+                    )
+                elif journal_replaces and not run.overwrite:
+                    replacing = True
+                    log(f"{out}: resuming an interrupted --overwrite run; it replaces {out.name} when done", run.quiet)
         already: set[str] = set()
-        if out.exists():
+        if out.exists() and not replacing:
             try:
                 with StageFile(out) as sf:
                     old = dict(
@@ -135,24 +195,12 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
                     f"{out}: exists with different options ({'; '.join(diff)}); pass --overwrite to replace it"
                 )
             already = old_ids & set(mine)
-        if partial.exists():
-            try:
-                old_cfg = json.loads((partial / META).read_text())
-            except (OSError, ValueError):
-                _move_aside(partial, "unreadable journal of an interrupted run")
-            else:
-                diff = config_diff(old_cfg, json.loads(config_json(config)))
-                if diff:
-                    raise StoreError(
-                        f"{out}: an interrupted run with different options exists in {partial.name} "
-                        f"({'; '.join(diff)}); rerun with the same options to resume, or pass --overwrite"
-                    )
         if not partial.exists():
-            if already == set(mine):
+            if already == set(mine) and not replacing:
                 result.skipped = sorted(already)
                 log(f"{out}: all {len(mine)} case(s) already complete, nothing to do", run.quiet)
                 return result
-            _reset_journal(partial, config)
+            _reset_journal(partial, config, replaces=replacing)
 
         journalled: set[str] = set()
         for p in sorted(partial.glob("*.h5")):
@@ -173,11 +221,7 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
             for cid in todo:
                 tmp = partial / f"{cid}.h5.tmp"
                 try:
-                    with h5py.File(tmp, "w") as f:
-                        g = f.create_group(f"cases/{cid}")
-                        process(cid, g)
-                        g.attrs["complete"] = True
-                    _fsync(tmp)
+                    _write_case(tmp, cid, process)
                     os.replace(tmp, partial / f"{cid}.h5")
                     journalled.add(cid)
                     result.done.append(cid)
@@ -188,9 +232,13 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
                     warn(
                         f"interrupted; {len(journalled)} complete case(s) kept in {partial} — rerun to resume"
                     )
-                    return result
+                    raise
                 except Exception as exc:
                     tmp.unlink(missing_ok=True)
+                    if is_disk_full(exc):
+                        raise _disk_full(tmp, exc, len(journalled), partial) from None
+                    if isinstance(exc, UntrustedFileError):
+                        raise  # a crafted input file: refuse the run, not just the case
                     result.failed[cid] = _error_line(exc)
                     progress.advance(cid, "FAILED")
                     warn(f"case {cid}: {result.failed[cid]}")
@@ -199,9 +247,21 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
         finally:
             progress.close()
 
-        _consolidate(
-            run, out, partial, config, sorted(journalled), already, result.failed, parent_rel, parent_fp
-        )
+        if replacing and out.exists() and not journalled and result.failed:
+            warn(f"{out}: no case succeeded; the existing output is left as it was (--overwrite replaces it only "
+                 "with a run that produced cases)")
+            return result
+        try:
+            _consolidate(
+                run, out, partial, config, sorted(journalled), already, result.failed, parent_rel, parent_fp
+            )
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc}; {len(journalled)} finished case(s) kept in {partial} — free space and "
+                                "rerun the same command to resume") from None
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise _disk_full(out, exc, len(journalled), partial) from None
+            raise
         shutil.rmtree(partial, ignore_errors=True)
     return result
 
@@ -220,6 +280,8 @@ def _consolidate(
     """Write ``<out>`` from the journal (and the old ``<out>``'s cases) via a temporary file and ``os.replace``."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     done = sorted(set(journalled) | already)
+    check_room(out, sum((partial / f"{c}.h5").stat().st_size for c in journalled)
+                + (out.stat().st_size if already and out.exists() else 0))
     try:
         with h5py.File(tmp, "w") as dst:
             write_root(
@@ -242,6 +304,7 @@ def _consolidate(
                         with h5py.File(partial / f"{cid}.h5", "r") as src:
                             src.copy(src[f"cases/{cid}"], cases, name=cid)
                     else:
+                        check_tree(src_old[f"cases/{cid}"], out)
                         src_old.copy(src_old[f"cases/{cid}"], cases, name=cid)
             finally:
                 if src_old is not None:

@@ -69,10 +69,14 @@ def config_json(config: dict) -> str:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    """Names of options that differ between two configs, as ``name: old -> new``."""
+    """Names of options that differ between two configs, as ``name: old -> new`` (with the CLI option for
+    input identities, e.g. ``input (-i/--input): 'a' -> 'b'``)."""
+    from uqseg_cli.io.fingerprint import OPTION_NAMES
+
     keys = sorted(set(old) | set(new))
     return [
-        f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+        f"{k}{f' ({OPTION_NAMES[k]})' if k in OPTION_NAMES and OPTION_NAMES[k] != k else ''}: "
+        f"{old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
         for k in keys
         if old.get(k) != new.get(k)
     ]
@@ -106,8 +110,21 @@ def write_root(
         if name in meta:
             del meta[name]
     meta.create_dataset("case_ids", data=np.array(list(case_ids), dtype=object), dtype=STR)
-    items = [f"{k}: {v}" for k, v in sorted((failed or {}).items())]
+    # JSON pairs: case ids may themselves hold ": " (older files hold "case: reason", still read)
+    items = [json.dumps([k, v]) for k, v in sorted((failed or {}).items())]
     meta.create_dataset("failed", data=np.array(items, dtype=object), dtype=STR)
+
+
+def parse_failed(item: str) -> tuple[str, str]:
+    """One ``/meta/failed`` entry: a JSON ``[case, reason]`` pair, or the older ``"case: reason"``."""
+    if item.startswith("["):
+        try:
+            k, v = json.loads(item)
+            return str(k), str(v)
+        except (ValueError, TypeError):
+            pass
+    k, _, v = item.partition(": ")
+    return k, v
 
 
 def _decode(v: Any) -> Any:
@@ -129,7 +146,10 @@ class CaseView:
 
     def _group(self, sf: StageFile) -> h5py.Group | None:
         g = sf.h5.get(f"cases/{self.id}")
-        return g if isinstance(g, h5py.Group) else None
+        if not isinstance(g, h5py.Group):
+            return None
+        sf.check_case(self.id)
+        return g
 
     def _chain(self) -> Iterable[StageFile]:
         sf: StageFile | None = self.file
@@ -179,25 +199,84 @@ class StageFile:
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"{self.path}: file not found")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, expected a uqseg HDF5 file")
         try:
             self.h5 = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise StoreError(f"{self.path}: not a readable HDF5 file ({exc})") from None
-        if _decode(self.h5.attrs.get("schema")) != SCHEMA:
-            self.h5.close()
+        except OSError:
             raise StoreError(
-                f"{self.path}: not a uqseg file (schema {_decode(self.h5.attrs.get('schema'))!r})"
+                f"{self.path}: not a readable HDF5 file: it is {_file_kind(self.path)}, expected a uqseg stage file"
+            ) from None
+        try:
+            self._read_root(expect_stage)
+        except BaseException:
+            self.h5.close()
+            raise
+        self._stat = _stat_key(self.path)
+        self._parent: StageFile | None = None
+        self._parent_loaded = False
+        self._checked: set[str] = set()
+        if expect_stage is not None:  # a stage reading its input: every ancestor checked before any case
+            try:
+                self.verify_lineage()
+            except BaseException:
+                self.close()
+                raise
+
+    def verify_lineage(self) -> None:
+        """Check every ancestor present on disk against the fingerprint its child recorded (`StoreError` if one
+        changed); a missing ancestor is reported only when a case needs it."""
+        sf: StageFile | None = self
+        while sf is not None:
+            pp = sf.parent_path
+            if pp is None or not pp.exists():
+                return
+            sf = sf.parent
+
+    def _read_root(self, expect_stage: str | Sequence[str] | None) -> None:
+        from uqseg_cli.io.untrusted import check_file_top
+
+        schema = _decode(self.h5.attrs.get("schema"))
+        if schema != SCHEMA:
+            what = f"schema {schema!r}" if schema is not None else "no uqseg schema attribute"
+            raise StoreError(
+                f"{self.path}: an HDF5 file of another kind ({what}), expected a uqseg stage file "
+                f"(schema {SCHEMA!r}, made by uqseg predict/sample/uncertainty)"
             )
-        self.stage: str = _decode(self.h5.attrs["stage"])
+        stage = _decode(self.h5.attrs.get("stage"))
+        if not isinstance(stage, str) or not stage:
+            raise StoreError(f"{self.path}: damaged uqseg file: no 'stage' attribute")
+        self.stage: str = stage
         if expect_stage is not None:
             allowed = [expect_stage] if isinstance(expect_stage, str) else list(expect_stage)
             if self.stage not in allowed:
-                self.h5.close()
                 raise StoreError(f"{self.path}: is a {self.stage!r} file, expected {' or '.join(allowed)}")
-        self.config: dict = json.loads(_decode(self.h5.attrs.get("config", "{}")))
-        self.fingerprint: str = _decode(self.h5.attrs.get("fingerprint", ""))
-        self._parent: StageFile | None = None
-        self._parent_loaded = False
+        check_file_top(self.h5, self.path)
+        try:
+            config = json.loads(_decode(self.h5.attrs.get("config", "{}")))
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path}: damaged uqseg file: its 'config' attribute is not JSON") from None
+        if not isinstance(config, dict):
+            raise StoreError(f"{self.path}: damaged uqseg file: its 'config' attribute is not a JSON object")
+        self.config: dict = config
+        self.fingerprint: str = str(_decode(self.h5.attrs.get("fingerprint", "")))
+        cases = self.h5.get("cases")
+        if cases is not None and not isinstance(cases, h5py.Group):
+            raise StoreError(f"{self.path}: damaged uqseg file: '/cases' is not a group")
+
+    def check_case(self, case_id: str) -> None:
+        """Refuse a case group that reads other files (external links, virtual or external datasets)."""
+        if case_id not in self._checked:
+            from uqseg_cli.io.untrusted import check_tree
+
+            g = self.h5.get(f"cases/{case_id}")
+            if isinstance(g, h5py.Group):
+                check_tree(g, self.path)
+            self._checked.add(case_id)
+
+    def unchanged(self) -> bool:
+        """Whether the file on disk is still the one opened (same inode, size and modification time)."""
+        return _stat_key(self.path) == self._stat
 
     # lineage
     @property
@@ -208,21 +287,41 @@ class StageFile:
         p = Path(rel)
         return p if p.is_absolute() else Path(os.path.normpath(self.path.parent / p))
 
+    def _verify_parent(self, parent: StageFile, pp: Path) -> None:
+        want = _decode(self.h5.attrs.get("parent_fingerprint", ""))
+        if want and parent.fingerprint != want:
+            raise StoreError(
+                f"{self.path}: its parent {pp} has changed since this file was written "
+                f"(fingerprint {parent.fingerprint[:8]} != {want[:8]}); rerun this stage"
+            )
+
     @property
     def parent(self) -> StageFile | None:
-        if not self._parent_loaded:
-            self._parent_loaded = True
-            pp = self.parent_path
-            if pp is not None:
+        """The parent file, checked against the fingerprint recorded here on first use and again whenever the
+        file on disk has been replaced since (so no case of a long run is read from another parent)."""
+        if self._parent_loaded:
+            if self._parent is not None and not self._parent.unchanged():
+                pp = self._parent.path
                 if not pp.exists():
-                    raise StoreError(f"{self.path}: its parent file {pp} is missing (moved or deleted?)")
-                self._parent = StageFile(pp)
-                want = _decode(self.h5.attrs.get("parent_fingerprint", ""))
-                if want and self._parent.fingerprint != want:
-                    raise StoreError(
-                        f"{self.path}: its parent {pp} has changed since this file was written "
-                        f"(fingerprint {self._parent.fingerprint[:8]} != {want[:8]}); rerun this stage"
-                    )
+                    raise StoreError(f"{self.path}: its parent file {pp} was removed during the run")
+                with StageFile(pp) as now:
+                    self._verify_parent(now, pp)
+                    if now.fingerprint != self._parent.fingerprint:
+                        raise StoreError(f"{self.path}: its parent {pp} was replaced during the run; rerun")
+                self._parent._stat = _stat_key(pp)
+            return self._parent
+        pp = self.parent_path
+        if pp is not None:
+            if not pp.exists():
+                raise StoreError(f"{self.path}: its parent file {pp} is missing (moved or deleted?)")
+            parent = StageFile(pp)
+            try:
+                self._verify_parent(parent, pp)
+            except StoreError:
+                parent.close()
+                raise
+            self._parent = parent
+        self._parent_loaded = True
         return self._parent
 
     def upstream(self, stage: str) -> StageFile:
@@ -265,7 +364,7 @@ class StageFile:
     def failed(self) -> dict[str, str]:
         if "meta/failed" not in self.h5:
             return {}
-        return dict(s.split(": ", 1) for s in _decode(self.h5["meta/failed"][()]))
+        return dict(parse_failed(s) for s in _decode(self.h5["meta/failed"][()]))
 
     @property
     def num_parts(self) -> int:
@@ -278,6 +377,7 @@ class StageFile:
     def case(self, case_id: str) -> CaseView:
         if case_id not in self.h5.get("cases", {}):
             raise StoreError(f"{self.path}: no case {case_id!r}")
+        self.check_case(case_id)
         return CaseView(self, case_id)
 
     def cases(self) -> Iterable[CaseView]:
@@ -297,6 +397,32 @@ class StageFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stat_key(path: Path) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _file_kind(path: Path) -> str:
+    try:
+        head = path.read_bytes()[:8] if path.stat().st_size < 1 << 20 else open(path, "rb").read(8)
+    except OSError:
+        return "unreadable"
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (a torch checkpoint?)"
+    if head.startswith(b"\x89HDF"):
+        return "a damaged or truncated HDF5 file"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "a file of another kind"
 
 
 def relpath(target: Path, start_dir: Path) -> str:

@@ -21,18 +21,19 @@ from uqseg_cli.io.readers import Case
 CACHE_CASES = 8
 
 _lock = threading.Lock()
-_recent: OrderedDict[CaseSpec, Case] = OrderedDict()
+_recent: OrderedDict[tuple, Case] = OrderedDict()
 
 
-def _read(spec: CaseSpec) -> Case:
+def _read(spec: CaseSpec, load_kw: tuple = ()) -> Case:
+    key = (spec, load_kw)
     with _lock:
-        case = _recent.get(spec)
+        case = _recent.get(key)
         if case is not None:
-            _recent.move_to_end(spec)
+            _recent.move_to_end(key)
             return case
-    case = load_case(spec)
+    case = load_case(spec, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in load_kw})
     with _lock:
-        _recent[spec] = case
+        _recent[key] = case
         while len(_recent) > CACHE_CASES:
             _recent.popitem(last=False)
     return case
@@ -47,12 +48,15 @@ class StreamedCase:
     spacing: tuple[float, ...]
     source: str
     meta: dict = field(default_factory=dict)
+    load_kw: tuple = ()  # keyword arguments of `load_case` as ((name, value), ...), lists as tuples
 
     @classmethod
-    def open(cls, spec: CaseSpec) -> StreamedCase:
-        """Read the case once (so unreadable files fail here, as with `load_case`) and keep only its header."""
-        case = _read(spec)
-        return cls(spec, tuple(case.image.shape), tuple(case.spacing), case.source, dict(case.meta))
+    def open(cls, spec: CaseSpec, **load_kw) -> StreamedCase:
+        """Read the case once (so unreadable files fail here, as with `load_case(spec, **load_kw)`) and keep only
+        its header."""
+        kw = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in load_kw.items() if v is not None))
+        case = _read(spec, kw)
+        return cls(spec, tuple(case.image.shape), tuple(case.spacing), case.source, dict(case.meta), kw)
 
     @property
     def id(self) -> str:
@@ -60,15 +64,15 @@ class StreamedCase:
 
     @property
     def image(self) -> np.ndarray:
-        return _read(self.spec).image
+        return _read(self.spec, self.load_kw).image
 
     @property
     def mask(self) -> np.ndarray | None:
-        return _read(self.spec).mask
+        return _read(self.spec, self.load_kw).mask
 
     @property
     def raters(self) -> np.ndarray | None:
-        return _read(self.spec).raters
+        return _read(self.spec, self.load_kw).raters
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -80,10 +84,10 @@ class StreamedCase:
 
     def load(self) -> Case:
         """The case in memory (a plain `Case`)."""
-        return _read(self.spec)
+        return _read(self.spec, self.load_kw)
 
     def with_meta(self, meta: dict) -> StreamedCase:
-        return StreamedCase(self.spec, self.shape, self.spacing, self.source, dict(meta))
+        return StreamedCase(self.spec, self.shape, self.spacing, self.source, dict(meta), self.load_kw)
 
 
 def clear_cache() -> None:

@@ -10,11 +10,14 @@ from typing import Any
 
 import pandas as pd
 
-from uqseg_cli.errors import UqsegError
+from uqseg_cli.errors import DiskFullError, UqsegError, disk_full_message, is_disk_full
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    from uqseg_cli.io.leftovers import clean_leftovers
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path)  # temporary files of killed writers of this table
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("w", newline="") as fh:
@@ -22,14 +25,32 @@ def _atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(disk_full_message(path, exc)) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
 def check_writable(path: str | Path, overwrite: bool) -> None:
-    """Refuse to replace an existing table unless ``--overwrite`` (``-`` is always fine)."""
-    if str(path) != "-" and Path(path).exists() and not overwrite:
+    """Refuse to replace an existing table unless ``--overwrite`` (``-`` is always fine), and never replace an
+    HDF5 stage file or a torch checkpoint with a table (``aggregate -i uncertainty.h5 -o uncertainty.h5``)."""
+    if str(path) == "-" or not Path(path).exists():
+        return
+    if Path(path).is_file():
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+        except OSError:
+            head = b""
+        kind = "an HDF5 stage file" if head.startswith(b"\x89HDF") else (
+            "a torch checkpoint" if head.startswith(b"PK\x03\x04") else "")
+        if kind:
+            raise UqsegError(f"{path}: is {kind} (an input?), not a table; writing the table there would destroy "
+                             "it — choose another output name")
+    if not overwrite:
         raise UqsegError(f"{path}: exists; pass --overwrite to replace it")
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import pickle
+import os
 import re
-import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,6 +57,10 @@ class Checkpoint:
     val_dice: float | None = None
     data_fingerprint: str = ""
     training: dict = field(default_factory=dict)
+    # in the main checkpoint (member 0) of `train`: the file names of every member, itself first, and the
+    # fingerprints of members 1.. — an ensemble loads exactly these, never stray seg.member<k>.pt files
+    member_files: list[str] = field(default_factory=list)
+    member_fingerprints: list[str] = field(default_factory=list)
     uqseg_version: str = __version__
 
     @property
@@ -88,32 +90,30 @@ def save_checkpoint(path: Path | str, model: SegModel, meta: Checkpoint) -> Path
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "meta": meta.to_json(), "state_dict": state}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: two writers never share it
+    from uqseg_cli.errors import check_room
+
+    check_room(path, sum(t.numel() * t.element_size() for t in state.values()))  # torch fails messily otherwise
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:
+        from uqseg_cli.errors import DiskFullError, disk_full_message, is_disk_full
+
+        if is_disk_full(exc) or "file write failed" in str(exc):  # torch's writer does not keep the errno
+            raise DiskFullError(disk_full_message(path, exc)) from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> tuple[Checkpoint, dict]:
     """Load ``(meta, state_dict)`` with ``weights_only=True``; one-line `InputError` for anything else."""
+    from uqseg_cli.io.untrusted import load_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols of foreign files
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if m:
-            raise InputError(
-                f"{path}: refused: the file carries pickled Python objects ({m.group(1)}), which a uqseg checkpoint "
-                "never does (loading it could run code)"
-            ) from None
-        raise InputError(f"{path}: not a uqseg checkpoint (not a torch weights file)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a uqseg checkpoint (cannot be read as a torch file: {first[:120]})") from None
+    payload = load_torch_file(path, "uqseg checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path}: not a uqseg checkpoint (a torch file without the uqseg header)")
     if payload.get("version") != VERSION:
@@ -170,6 +170,9 @@ def resolve_members(spec: Path | str) -> list[Path]:
     s = str(spec)
     p = Path(s)
     if p.is_file():
+        recorded = _recorded_members(p)
+        if recorded is not None:
+            return recorded
         sibs = []
         for q in p.parent.glob(f"{glob.escape(p.stem)}.member*{p.suffix}"):
             m = _MEMBER.search(q.name[: len(q.name) - len(p.suffix)] if p.suffix else q.name)
@@ -185,6 +188,24 @@ def resolve_members(spec: Path | str) -> list[Path]:
     if not matches:
         raise InputError(f"{s}: no checkpoint matches")
     return matches
+
+
+def _recorded_members(p: Path) -> list[Path] | None:
+    """The members a `train` checkpoint records (checked against their fingerprints), or None for a checkpoint
+    that records none (older files, single checkpoints made elsewhere: then the siblings are globbed)."""
+    meta, _ = read_checkpoint(p)
+    if not meta.member_files:
+        return None
+    paths = [p] + [p.parent / name for name in meta.member_files[1:]]
+    for q, fp in zip(paths[1:], meta.member_fingerprints, strict=False):
+        if not q.is_file():
+            raise InputError(f"{q}: ensemble member recorded in {p.name} is missing (moved or deleted?)")
+        if fp and checkpoint_fingerprint(q) != fp:
+            raise InputError(
+                f"{q}: is not the member recorded in {p.name} (the file changed since training; retrain, or pass "
+                "the members explicitly)"
+            )
+    return paths
 
 
 def _member_key(q: Path) -> tuple:

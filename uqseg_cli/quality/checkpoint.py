@@ -66,19 +66,16 @@ def save_quality_model(
 
 def read_quality_checkpoint(path: Path | str) -> dict:
     """The checkpoint dict (``weights_only=True``), checked; arrays come back as numpy. One-line error otherwise."""
+    from uqseg_cli.io.untrusted import load_torch_file
+
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: quality model not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a loadable quality model ({type(exc).__name__}: {exc})") from None
+    obj = load_torch_file(path, "uqseg quality model")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         fmt = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise InputError(f"{path}: not a uqseg quality model (format {fmt!r}, expected {FORMAT!r})")
-    meta = obj["meta"]
-    if meta.get("framework") not in FRAMEWORKS:
-        raise InputError(f"{path}: unknown framework {meta.get('framework')!r}")
+    meta = obj.get("meta")
+    if not isinstance(meta, dict) or meta.get("framework") not in FRAMEWORKS:
+        raise InputError(f"{path}: unknown framework {meta.get('framework') if isinstance(meta, dict) else meta!r}")
     obj["arrays"] = {n: {k: v.numpy() for k, v in st.items()} for n, st in obj.get("arrays", {}).items()}
     return obj
 
