@@ -101,6 +101,7 @@ def uncertainty(
 
         def load(case_id: str) -> dict:
             """The sums of each method, read whole when small (else None: read slab by slab in process)."""
+            sf.case(case_id)  # the file's checks of the case (no external links or datasets)
             g = sf.h5[f"cases/{case_id}"]  # this file only: the worker never opens the lineage
             out = {}
             for method in chosen:
