@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import ndimage
 
 from uqseg_cli.bayes.agreement import agreement_features, shape_features
+from uqseg_cli.io.prefetch import ReadOnce
 
 REGIONS: tuple[str, ...] = ("image", "foreground", "band", "patchmax", "quantile")
 MEASURES: tuple[str, ...] = ("confidence", "entropy", "expected_entropy", "mutual_information", "epkl")
@@ -462,7 +463,7 @@ def collect_features(
     for cid in case_ids:
         status = "ok"
         try:
-            view = sf.case(cid)
+            view = ReadOnce(sf.case(cid))  # segmentation & co. are read once for features and quality
             case_rows = (
                 [(cid, *r) for r in features_from_case(view, methods, measures, params)] if with_features else []
             )

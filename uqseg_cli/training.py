@@ -42,6 +42,7 @@ from uqseg_cli.rng import case_seed
 
 VAL_SPLITS = {"val", "valid", "validation"}
 TRAIN_SPLITS = {"train", "training", ""}
+STREAM_CACHE_BYTES = 64 << 20  # prepared 2D training samples kept in memory (PH2 fits); the rest are remade when drawn
 
 
 @dataclass
@@ -191,7 +192,7 @@ def make_preprocessing(cases: Sequence[Case], opts: TrainOptions, model: SegMode
                 f"need 0 <= halo < {min(size) / 2:g}"
             )
     else:
-        size = list(opts.input_size or default_input_size_2d([c.image.shape for c in cases], model, opts.max_side))
+        size = list(opts.input_size or default_input_size_2d([c.spatial_shape for c in cases], model, opts.max_side))
     model.check_input((1, channels, *(model.valid_input_size(size) if model.dims == 3 else size)))
     return Preprocessing(
         modality,
@@ -225,16 +226,59 @@ def slices_2d(
             keep = sorted(fg + list(rng.choice(empty, n_empty, replace=False) if n_empty else []))
             items = [(img[:, z], c.mask[z]) for z in keep]
         for im, m in items:
-            geo = geometry_2d(im.shape[1:], prep.input_size, prep.resize)
-            xs.append(to_model_2d(normalise(im, prep)[None], geo, pad)[0].half())
-            lab = torch.as_tensor(np.asarray(m, dtype=np.float32))[None, None]
-            if tuple(lab.shape[-2:]) != geo.inner:
-                lab = F.interpolate(lab, size=geo.inner, mode="nearest-exact")
-            full = torch.zeros(1, 1, *geo.model)
-            oy, ox = geo.offset
-            full[..., oy : oy + geo.inner[0], ox : ox + geo.inner[1]] = lab
-            ys.append(full[0, 0].to(torch.uint8))
+            x, y = _item_2d(im, m, prep, pad)
+            xs.append(x)
+            ys.append(y)
     return torch.stack(xs), torch.stack(ys)
+
+
+def _item_2d(
+    im: np.ndarray, m: np.ndarray, prep: Preprocessing, pad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training sample on the model grid: image (C, h, w) float16, labels (h, w) uint8."""
+    geo = geometry_2d(im.shape[1:], prep.input_size, prep.resize)
+    x = to_model_2d(normalise(im, prep)[None], geo, pad)[0].half()
+    lab = torch.as_tensor(np.asarray(m, dtype=np.float32))[None, None]
+    if tuple(lab.shape[-2:]) != geo.inner:
+        lab = F.interpolate(lab, size=geo.inner, mode="nearest-exact")
+    full = torch.zeros(1, 1, *geo.model)
+    oy, ox = geo.offset
+    full[..., oy : oy + geo.inner[0], ox : ox + geo.inner[1]] = lab
+    return x, full[0, 0].to(torch.uint8)
+
+
+class StreamedImages:
+    """The training samples of 2D images, made on demand from the cases (which may stay on disk, see
+    `uqseg_cli.io.streaming`) instead of all at once: the same values as `slices_2d` for images, with memory bounded
+    by ``cache_bytes`` of prepared samples (the first ones made are kept; the rest are remade when drawn)."""
+
+    def __init__(self, cases: Sequence[Case], prep: Preprocessing, cache_bytes: int = STREAM_CACHE_BYTES) -> None:
+        self.cases = list(cases)
+        self.prep = prep
+        self.pad = pad_values(prep)
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._held = 0
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        hit = self._cache.get(i)
+        if hit is not None:
+            return hit
+        c = self.cases[i]
+        x, y = _item_2d(adapt_channels(c.image, self.prep.channels, f"case {c.id}"), c.mask, self.prep, self.pad)
+        size = x.numel() * x.element_size() + y.numel() * y.element_size()
+        if self._held + size <= self.cache_bytes:
+            self._cache[i] = (x, y)
+            self._held += size
+        return x, y
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (n, C, h, w) float32 and labels (n, h, w) int64 of the samples ``idx`` (as ``X[idx].float()``)."""
+        items = [self.item(int(i)) for i in idx]
+        return torch.stack([x for x, _ in items]).float(), torch.stack([y for _, y in items]).long()
 
 
 def sample_patches(
@@ -375,7 +419,16 @@ def train_member(
     mean_t, std_t = torch.tensor(prep.mean), torch.tensor(prep.std)
     photo = prep.modality == "photo"
 
-    if info.dims == 2:
+    if info.dims == 2 and all(c.ndim == 2 for c in train_cases):
+        # photos: one sample per image, made when drawn (bounded memory; the same batches as the eager path)
+        data = StreamedImages(train_cases, prep)
+        steps = max(1, len(data) // opts.batch_size)
+
+        def batches():
+            order = torch.randperm(len(data), generator=g)
+            for b in range(steps):
+                yield data.batch(order[b * opts.batch_size : (b + 1) * opts.batch_size])
+    elif info.dims == 2:
         X, Y = slices_2d(train_cases, prep, opts.empty_slice_fraction, rng)
         steps = max(1, len(X) // opts.batch_size)
 
@@ -489,6 +542,8 @@ def plan_members(
 def _without_split(c: Case) -> Case:
     if "split" not in c.meta:
         return c
+    if hasattr(c, "with_meta"):  # a StreamedCase stays on disk
+        return c.with_meta({k: v for k, v in c.meta.items() if k != "split"})
     return Case(c.id, c.image, c.spacing, c.mask, c.raters, c.source, {k: v for k, v in c.meta.items() if k != "split"})
 
 

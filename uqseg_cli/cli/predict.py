@@ -107,9 +107,10 @@ def predict(
     from uqseg_cli.io.fingerprint import input_identity
     from uqseg_cli.io.geometry import source_affine
     from uqseg_cli.io.nnunet import check_model_channels
+    from uqseg_cli.io.prefetch import Prefetcher
     from uqseg_cli.io.readers import NAN_POLICIES
     from uqseg_cli.io.runner import StageRun, run_stage
-    from uqseg_cli.io.sharding import resolve_part
+    from uqseg_cli.io.sharding import resolve_part, select_part
     from uqseg_cli.io.store import write_array
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint, read_checkpoint, resolve_members
 
@@ -159,9 +160,16 @@ def predict(
 
     model_modality = predictors[0].ckpt.preprocessing.modality
     checks = {"modality": {}, "background": []}  # this run's cases, for the guard rails below
+    # the next case decodes in a thread while this one runs through the model (io/prefetch.py)
+    prefetch = Prefetcher(
+        lambda cid: load_case(specs[cid], nan_policy=nan_policy, class_names=list(meta0.class_names)),
+        select_part(sorted(specs), n_parts, p_id),
+    )
+
+    train_sets = [set(pr.ckpt.train_case_ids) for pr in predictors]
 
     def process(case_id: str, group) -> None:
-        case = load_case(specs[case_id], nan_policy=nan_policy, class_names=list(meta0.class_names))
+        case = prefetch.get(case_id)
         k = held_by.get(case_id, 0)
         pred = predictors[k]
         probs = pred.predict_proba(case.image, case_id).numpy()
@@ -181,7 +189,7 @@ def predict(
         group.attrs["spacing"] = [float(s) for s in case.spacing]
         group.attrs["affine"] = source_affine(specs[case_id].image, case.spacing)
         group.attrs["source"] = case.source
-        group.attrs["train_case"] = bool(case_id in set(pred.ckpt.train_case_ids))
+        group.attrs["train_case"] = bool(case_id in train_sets[k])
         group.attrs["member"] = int(k)
 
     run = StageRun(
@@ -198,7 +206,8 @@ def predict(
                 *[("-m", p) for p in paths]],
     )
     log(f"predicting {len(specs)} case(s) with {meta0.arch} ({checkpoint}) on {dev}", quiet)
-    result = run_stage(run, process)
+    with prefetch:
+        result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)
     _guard_rails(checks, model_modality, checkpoint)
     dice = dice_summary(result.out) if Path(result.out).exists() and not result.interrupted else None

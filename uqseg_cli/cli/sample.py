@@ -142,7 +142,9 @@ def sample(
     """
     from uqseg_cli.bayes.sampling import METHODS, SamplePlan, check_mc_dropout, mc_dropout_mode, resolve_T, sample_case
     from uqseg_cli.inference import Predictor
+    from uqseg_cli.io.prefetch import Prefetcher
     from uqseg_cli.io.runner import StageRun, run_stage
+    from uqseg_cli.io.sharding import select_part
     from uqseg_cli.io.store import StageFile, write_array
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint
 
@@ -227,6 +229,13 @@ def sample(
         train_ids = [list(p.ckpt.train_case_ids) for p in predictors]
         K = predictors[0].num_classes
 
+        def load(case_id: str):
+            cv = pf.case(case_id)
+            return cv.get("image"), (cv.get("segmentation") if cv.has("segmentation") else None)
+
+        # the next case's arrays are read in a thread while this one samples (io/prefetch.py)
+        prefetch = Prefetcher(load, select_part(case_ids, n_parts, p_id))
+
         def process(case_id: str, group) -> None:
             cv = pf.case(case_id)
             where = f"{parent}: case {case_id}"
@@ -235,10 +244,9 @@ def sample(
                     f"{where}: predict.h5 has {cv.dataset('probabilities').shape[0]} classes, "
                     f"the checkpoint {ckpts[0].name} has {K}"
                 )
-            image = cv.get("image")
+            image, seg = prefetch.get(case_id)
             spacing = cv.spacing
             group.attrs["spacing"] = list(spacing)
-            seg = cv.get("segmentation") if cv.has("segmentation") else None
             sample_case(
                 case_id, image, spacing, predictors, plan, group, train_ids=train_ids, write_array=write_array,
                 segmentation=seg,
@@ -259,7 +267,8 @@ def sample(
         log(
             f"sampling {', '.join(f'{m} (T={T[m]})' for m in chosen)} for {len(case_ids)} case(s) on {dev}", quiet
         )
-        result = run_stage(run, process)
+        with prefetch:
+            result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)
     if json_out:
         stage_json(result, stage="sample", methods=chosen, T=T)

@@ -198,9 +198,10 @@ def train(
     import pandas as pd
 
     from uqseg_cli.augment import AugmentConfig
-    from uqseg_cli.io.cases import discover_cases, load_case
+    from uqseg_cli.io.cases import discover_cases
     from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
     from uqseg_cli.io.lock import OutputLock
+    from uqseg_cli.io.streaming import StreamedCase
     from uqseg_cli.io.tables import write_table
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint, member_path, save_checkpoint
     from uqseg_cli.models.registry import model_info
@@ -231,9 +232,11 @@ def train(
     cases, failed = [], {}
     for spec in specs:
         try:
-            # masks are checked against --class-names when given (else: 0/1, 0/255 or small integer labels)
-            cases.append(load_case(spec, class_names=[c.strip() for c in class_names.split(",")] if class_names
-                                   else None))
+            # masks are checked against --class-names when given (else: 0/1, 0/255 or small integer labels);
+            # 2D images stay on disk (read when drawn: memory does not grow with the cases); volumes are loaded
+            names = [c.strip() for c in class_names.split(",")] if class_names else None
+            c = StreamedCase.open(spec, class_names=names)
+            cases.append(c if c.ndim == 2 else c.load())
         except InputError as exc:
             failed[spec.id] = str(exc)
             warn(f"case {spec.id}: {exc}")

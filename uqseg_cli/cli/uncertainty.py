@@ -26,6 +26,7 @@ from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.progress import log
 
 DTYPES = ("float32", "float16")
+PREFETCH_BYTES = 256 << 20  # sums larger than this (big CT volumes) are read slab by slab, not ahead
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -84,7 +85,9 @@ def uncertainty(
     import numpy as np
 
     from uqseg_cli.bayes.maps import maps_by_slab
+    from uqseg_cli.io.prefetch import Prefetcher
     from uqseg_cli.io.runner import StageRun, run_stage
+    from uqseg_cli.io.sharding import select_part
     from uqseg_cli.io.store import StageFile, write_array
     from uqseg_cli.measures import EPKL_PAIRS, MEASURES
 
@@ -116,8 +119,26 @@ def uncertainty(
                 raise UqsegError(f"--epkl-pairs distinct needs T >= 2 samples; {', '.join(small)} has T = 1")
         case_ids, n_parts, p_id = plan_from_parent(sf, num_parts, part_id)
         out_dtype = np.float16 if dtype == "float16" else np.float32
+        names = ("sum_p", "sum_logp", "sum_entropy")
+
+        def load(case_id: str) -> dict:
+            """The sums of each method, read whole when small (else None: read slab by slab in process)."""
+            sf.case(case_id)  # the file's checks of the case (no external links or datasets)
+            g = sf.h5[f"cases/{case_id}"]  # this file only: the worker never opens the lineage
+            out = {}
+            for method in chosen:
+                if not all(f"{method}/{n}" in g for n in names):
+                    continue
+                ds = [g[f"{method}/{n}"] for n in names]
+                small = sum(d.size * d.dtype.itemsize for d in ds) <= PREFETCH_BYTES
+                out[method] = [d[()] for d in ds] if small else None
+            return out
+
+        # the next case's sums are read in a thread while this one computes and writes (io/prefetch.py)
+        prefetch = Prefetcher(load, select_part(case_ids, n_parts, p_id))
 
         def process(case_id: str, group) -> None:
+            ahead = prefetch.get(case_id)
             cv = sf.case(case_id)
             group.attrs["spacing"] = list(cv.spacing)
             for method in chosen:
@@ -125,10 +146,9 @@ def uncertainty(
                     raise InputError(f"{parent}: case {case_id} has no {method} samples")
                 ds = cv.dataset(f"{method}/sum_p")
                 T = int(ds.parent.attrs["T"])
+                sums = ahead.get(method) or [cv.dataset(f"{method}/{n}") for n in names]
                 maps = maps_by_slab(
-                    ds,
-                    cv.dataset(f"{method}/sum_logp"),
-                    cv.dataset(f"{method}/sum_entropy"),
+                    *sums,
                     T,
                     chosen_measures,
                     pairs=epkl_pairs,
@@ -152,7 +172,8 @@ def uncertainty(
             quiet=quiet,
         )
         log(f"{len(chosen_measures)} measure(s) x {', '.join(chosen)} for {len(case_ids)} case(s)", quiet)
-        result = run_stage(run, process)
+        with prefetch:
+            result = run_stage(run, process)
     log(f"wrote {result.out}", quiet)
     if json_out:
         stage_json(result, stage="uncertainty", methods=chosen, measures=chosen_measures)

@@ -21,6 +21,10 @@ from uqseg_cli import SCHEMA, __version__
 from uqseg_cli.errors import StoreError
 
 STR = h5py.string_dtype()
+# gzip level of every stage array (byte shuffle on). Measured on ISIC stage files (benchmarks/bench_compression.py,
+# docs/benchmarks.md): level 1 writes 12-15 % faster than 4 for 1-4 % more bytes, 9 is 2-3x slower for 1-3 % fewer;
+# lzf is faster still but only h5py reads it (other HDF5 tools lack the filter), so gzip stays.
+GZIP_LEVEL = 1
 
 
 def write_array(
@@ -38,7 +42,7 @@ def write_array(
         data=arr,
         chunks=_chunks(arr.shape, arr.dtype.itemsize),
         compression="gzip",
-        compression_opts=4,
+        compression_opts=GZIP_LEVEL,
         shuffle=True,
     )
 
