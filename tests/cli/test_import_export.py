@@ -463,3 +463,26 @@ def test_pkl_is_read_without_running_code(tmp_path):
     # SimpleITK LPS geometry -> NIfTI RAS affine, worked by hand: x and y flip sign, z keeps it
     aff = affine_from_sitk((2.0, 3.0, 4.0), (10.0, 20.0, 30.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     np.testing.assert_array_equal(aff, [[-2, 0, 0, -10], [0, -3, 0, -20], [0, 0, 4, 30], [0, 0, 0, 1]])
+
+
+def test_import_rerun_with_other_images_is_refused_and_json_summary(tmp_path, capsys):
+    """import records its inputs like predict: another -i into the same output is refused; --json summarises."""
+    from tests.helpers import run_captured
+
+    ph2 = shared("ph2")
+    ids = sorted(p.stem for p in (ph2 / "images").glob("*.jpg"))[:3]
+    imgs, probs = tmp_path / "img", tmp_path / "probs"
+    imgs.mkdir()
+    probs.mkdir()
+    for cid in ids:
+        (imgs / f"{cid}.jpg").write_bytes((ph2 / "images" / f"{cid}.jpg").read_bytes())
+        (probs / f"{cid}.png").write_bytes((ph2 / "masks" / f"{cid}.png").read_bytes())
+    code, out, err = run_captured(capsys, "import", "-i", imgs, "--from", probs, "--kind", "labels", "-o",
+                                  tmp_path / "p.h5", "--json", "-q")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["cases_done"] == 3 and doc["failed"] == {}
+    (imgs / f"{ids[0]}.jpg").unlink()
+    code, _, err = run_captured(capsys, "import", "-i", imgs, "--from", probs, "--kind", "labels", "-o",
+                                tmp_path / "p.h5", "-q")
+    assert code == 2 and "inputs_fingerprint" in err, err

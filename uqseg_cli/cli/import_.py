@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import NumParts, Overwrite, PartId, Quiet, finish
+from uqseg_cli.cli.common import (
+    CpuDevice,
+    JsonOut,
+    NumParts,
+    Overwrite,
+    PartId,
+    Quiet,
+    Threads,
+    apply_threads,
+    cpu_stage_device,
+    finish,
+    stage_json,
+)
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.progress import log, warn
 
@@ -71,7 +83,10 @@ def import_(
     num_parts: NumParts = None,
     part_id: PartId = None,
     overwrite: Overwrite = False,
+    device: CpuDevice = "auto",
+    threads: Threads = 0,
     quiet: Quiet = False,
+    as_json: JsonOut = False,
 ) -> None:
     """Build predict.h5 from predictions another tool made, so that evaluate, sample --method files,
     uncertainty, aggregate, score and export work on them (same layout, resume and sharding as `uqseg predict`).
@@ -90,7 +105,8 @@ def import_(
     import numpy as np
 
     from uqseg_cli.cli.predict import class_argmax
-    from uqseg_cli.io.cases import discover_cases, load_case
+    from uqseg_cli.io.cases import discover_cases, load_case, split_paths
+    from uqseg_cli.io.fingerprint import input_identity
     from uqseg_cli.io.geometry import source_affine
     from uqseg_cli.io.nnunet import dataset_class_names
     from uqseg_cli.io.predictions import KINDS, match_predictions, read_prediction
@@ -98,6 +114,8 @@ def import_(
     from uqseg_cli.io.sharding import resolve_part
     from uqseg_cli.io.store import relpath, write_array
 
+    cpu_stage_device(device, "import", quiet)
+    apply_threads(threads)
     if prob_dtype not in ("float16", "float32"):
         raise UqsegError(f"--prob-dtype {prob_dtype!r}: expected float16 or float32")
     if kind not in KINDS:
@@ -127,6 +145,8 @@ def import_(
     dtype = np.float16 if prob_dtype == "float16" else np.float32
     config = {
         "importer": "files",
+        # a rerun with other images, masks or raters is refused, not mixed (as in predict)
+        **input_identity(list(specs.values()), input, output, masks, split_paths(raters)),
         "predictions": relpath(source, output.resolve().parent),
         "kind": kind,
         "class_names": names,
@@ -181,10 +201,15 @@ def import_(
         part_id=p_id,
         overwrite=overwrite,
         quiet=quiet,
+        inputs=[("-i", input), ("--masks", masks), *[("--raters", r) for r in split_paths(raters)],
+                ("--from", source)],
     )
     log(f"importing {len(specs)} case(s) from {source} ({K} classes: {', '.join(names)})", quiet)
     result = run_stage(run, process)
-    log(f"wrote {result.out}", quiet)
+    if not result.interrupted:
+        log(f"wrote {result.out}", quiet)
+    if as_json:
+        stage_json(result, classes=names, mismatched_affine=mismatched)
     finish(result)
 
 
