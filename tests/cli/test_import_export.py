@@ -185,8 +185,10 @@ def test_sample_files_from_three_formats_then_uncertainty_aggregate_score(tmp_pa
     monkeypatch.chdir(tmp_path)
     code, _, err = run_captured(capsys, "import", "-i", man, "--from", labels, "-q")
     assert code == 0, err
-    code, _, err = run_captured(capsys, "sample", "--method", "files", "--from", ",".join(map(str, folds)), "-q")
+    code, out, err = run_captured(capsys, "sample", "--method", "files", "--from", ",".join(map(str, folds)), "-q",
+                                  "--json")
     assert code == 0, err
+    assert json.loads(out)["T"] == {"files": 3} and json.loads(out)["failed"] == {}
     with h5py.File("samples.h5", "r") as f:
         assert json.loads(f.attrs["config"])["T"] == {"files": 3}
         for cid, s in expected.items():

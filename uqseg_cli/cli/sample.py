@@ -152,7 +152,7 @@ def sample(
     apply_threads(threads)
     if "files" in _split(methods) or sources:
         return _sample_files(parent, _split(methods), _split(sources), models, samples, output, keep_samples,
-                             num_parts, part_id, overwrite, quiet)
+                             num_parts, part_id, overwrite, quiet, json_out)
     dev = resolve_device(device)
     with StageFile(parent, expect_stage="predict") as pf:
         case_ids, n_parts, p_id = plan_from_parent(pf, num_parts, part_id)
@@ -276,15 +276,18 @@ def sample(
 
 
 def _sample_files(parent, methods, sources, models, samples, output, keep_samples, num_parts, part_id, overwrite,
-                  quiet) -> None:
+                  quiet, as_json=False) -> None:
     """--method files: external predictions as the samples (bayes/external.py); no checkpoint involved."""
     from uqseg_cli.bayes.external import sample_files_stage
 
     if (methods or ["files"]) != ["files"] or models or samples is not None:
         raise UqsegError("--method files (with --from) takes one folder per sample and no -m/-T; run checkpoint "
                          "methods (mcdropout, ensemble, tta) in a separate `uqseg sample`")
-    finish(sample_files_stage(parent, sources, output, keep_samples=keep_samples, num_parts=num_parts,
-                              part_id=part_id, overwrite=overwrite, quiet=quiet))
+    result = sample_files_stage(parent, sources, output, keep_samples=keep_samples, num_parts=num_parts,
+                                part_id=part_id, overwrite=overwrite, quiet=quiet)
+    if as_json:
+        stage_json(result, stage="sample", methods=["files"], T={"files": len(sources)})
+    finish(result)
 
 
 def _check_members(paths, predictors) -> None:
