@@ -244,7 +244,10 @@ def summarise(out: Path) -> dict:
 
     methods = sorted(metrics["method"].unique())
     qual = qual.assign(beats=qual["beats_baseline"].astype(str).str.lower() == "true")
-    honest = qual[qual["beats"] & (qual["framework"] != "baseline")].sort_values("r2", ascending=False)
+    # a headline model beats the best single feature and the mean (R² > 0), never a failing one
+    honest = qual[qual["beats"] & (qual["r2"] > 0) & (qual["framework"] != "baseline")].sort_values(
+        "r2", ascending=False
+    )
     headline = None
     if not honest.empty:
         h = honest.iloc[0]

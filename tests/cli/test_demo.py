@@ -45,6 +45,15 @@ def test_demo_quick_runs_every_stage(tmp_path):
     got = scores[scores["case"] == first]["true_dice"].iloc[0]
     assert math.isclose(got, dice, rel_tol=1e-9)
     assert {q["framework"] for q in summary["quality"]} >= {"features-linear", "baseline", "seg-unc"}
+    # the headline is an honest model (beats the best single feature and the mean) or none at all
+    honest = [q for q in summary["quality"] if q["beats_baseline"] and q["r2"] > 0]
+    if honest:
+        best = max(honest, key=lambda q: q["r2"])
+        assert summary["headline"]["framework"] == best["framework"] and summary["headline"]["r2"] == best["r2"]
+    else:
+        assert summary["headline"] is None
+    for q in summary["quality"]:
+        assert q["beats_baseline"] is None if q["framework"] == "baseline" else isinstance(q["beats_baseline"], bool)
     for method, v in summary["calibration"].items():
         assert method in {"ensemble", "mcdropout", "tta"} and 0 <= v["ece"] <= 1
     report = out / "explain" / "report.html"

@@ -23,3 +23,6 @@ def test_beats_baseline_per_method_and_measure() -> None:
     assert got == [False, True, "", True, "", ""]
     summ.loc[0, "r2"] = math.nan
     assert beats_baseline(summ).tolist()[0] == ""
+    # below zero nothing is beaten, even a worse baseline
+    summ.loc[3, "r2"], summ.loc[4, "r2"] = -0.2, -0.7
+    assert beats_baseline(summ).tolist()[3] is False

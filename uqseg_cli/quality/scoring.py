@@ -386,13 +386,15 @@ def summary_rows(
 
 
 def beats_baseline(summary: pd.DataFrame) -> pd.Series:
-    """Per summary row: does the regressor's R² exceed the best single feature's of the same method and measure?
+    """Per summary row: does the regressor's R² exceed the best single feature's of the same method and measure,
+    and 0 (a regressor worse than predicting the mean beats nothing, however bad the baseline)?
     ``True``/``False`` for regressors, empty for the baseline itself and where either R² is undefined."""
     base = summary[summary["framework"] == "baseline"].set_index(["method", "measure"])["r2"]
     out = []
     for r in summary.itertuples():
         b = base.get((r.method, r.measure), math.nan) if r.framework != "baseline" else math.nan
-        out.append("" if not (math.isfinite(float(b)) and math.isfinite(float(r.r2))) else bool(r.r2 > b))
+        ok = math.isfinite(float(b)) and math.isfinite(float(r.r2))
+        out.append(bool(r.r2 > max(b, 0.0)) if ok else "")
     return pd.Series(out, index=summary.index, dtype=object)
 
 
