@@ -6,7 +6,7 @@ setting), each path computing the same numbers:
 1. top-label ECE per rater: uqseg per-bin sums (one bin index shared by the raters, ``np.bincount``) vs
    torchmetrics' ``MulticlassCalibrationError`` called once per rater (what the challenge code does) vs a naive
    loop over bins with boolean masks (the 2024 challenge's first ECE);
-2. the whole per-case evaluation (``uqseg_cli.evaluation.evaluate_case``: all Dice variants, all ECE variants
+2. the whole per-case evaluation (``uqseg_cli.metrics.evaluation.evaluate_case``: all Dice variants, all ECE variants
    per rater, ACE, Brier, NLL, CRPS) for scale;
 3. curvas volume CRPS: uqseg's exact piecewise integration vs ``scipy.integrate.quad`` on the interpolated CDF
    (the challenge code), over 200 predicted volumes.
@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 
-from uqseg_cli.evaluation import CaseInput, EvalOptions, evaluate_case
 from uqseg_cli.metrics import calibration as cal
 from uqseg_cli.metrics.crps import crps_curvas
+from uqseg_cli.metrics.evaluation import CaseInput, EvalOptions, evaluate_case
 
 
 def _timed(fn, repeat=3):

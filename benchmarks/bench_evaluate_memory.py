@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from uqseg_cli.evaluation import SLAB_VOXELS, CaseInput, EvalOptions, evaluate_case
+from uqseg_cli.metrics.evaluation import SLAB_VOXELS, CaseInput, EvalOptions, evaluate_case
 
 
 def _peak_mb() -> float:

@@ -26,11 +26,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from uqseg_cli.inference import tile_axis  # noqa: E402
 from uqseg_cli.models import create_model  # noqa: E402
 from uqseg_cli.models.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from uqseg_cli.models.inference import tile_axis  # noqa: E402
 from uqseg_cli.models.preprocessing import Preprocessing  # noqa: E402
-from uqseg_cli.training import dice_ce_loss  # noqa: E402
+from uqseg_cli.training.loop import dice_ce_loss  # noqa: E402
 
 
 class EncoderOnly(torch.nn.Module):

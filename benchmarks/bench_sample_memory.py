@@ -64,8 +64,8 @@ def child_stacked(d: Path, T: int) -> None:
 
     from uqseg_cli.bayes.common import item_keys
     from uqseg_cli.bayes.mc_dropout import SeededDropout
-    from uqseg_cli.inference import Predictor
     from uqseg_cli.io.store import StageFile
+    from uqseg_cli.models.inference import Predictor
 
     with StageFile(d / "predict.h5") as pf:
         image = pf.case("lits117").get("image")

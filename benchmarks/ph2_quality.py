@@ -45,9 +45,9 @@ def kernels() -> None:
     from scipy.spatial.distance import cdist
     from sklearn.ensemble import RandomForestRegressor
 
-    from uqseg_cli.aggregate import boundary_band, patch_max_mean
     from uqseg_cli.metrics.surface import hd95, surface
     from uqseg_cli.quality.features import export_forest, predict_forest
+    from uqseg_cli.quality.regions import boundary_band, patch_max_mean
 
     rng = np.random.default_rng(0)
     rows = []

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from uqseg_cli.io.cases import discover_cases, load_case  # noqa: E402
-from uqseg_cli.training import TrainOptions, train_members  # noqa: E402
+from uqseg_cli.training.loop import TrainOptions, train_members  # noqa: E402
 
 PROTOTYPE = {3: (0.87, 40.0), 25: (0.92, 330.0)}  # epochs: (val Dice, seconds), DESIGN §7
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from uqseg_cli.bayes.sampling import SamplePlan, sample_case
-from uqseg_cli.inference import Predictor
 from uqseg_cli.io.store import write_array
 from uqseg_cli.models import create_model
 from uqseg_cli.models.checkpoint import Checkpoint
+from uqseg_cli.models.inference import Predictor
 from uqseg_cli.models.preprocessing import Preprocessing
 
 pytestmark = [

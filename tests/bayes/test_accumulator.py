@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from uqseg_cli.bayes.accumulator import SampleAccumulator, voxel_volume_ml
-from uqseg_cli.measures import MEASURES, SampleSums, uncertainty_maps
+from uqseg_cli.bayes.measures import MEASURES, SampleSums, uncertainty_maps
 
 
 def _logp(T: int, K: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from tests.bayes.toys import ToySeg, chunks_slices, restore_slices
 from uqseg_cli.bayes.accumulator import SampleAccumulator
 from uqseg_cli.bayes.ensemble import sample_ensemble
-from uqseg_cli.measures import SampleSums, uncertainty_maps
+from uqseg_cli.bayes.measures import SampleSums, uncertainty_maps
 
 
 def _ens(models, vol):

@@ -10,7 +10,7 @@ from torch import nn
 from tests.bayes.toys import ToySeg, chunks_slices, chunks_whole, restore_slices, restore_whole
 from uqseg_cli.bayes.accumulator import SampleAccumulator
 from uqseg_cli.bayes.mc_dropout import SeededDropout, can_cache_encoder, find_dropout, sample_mc_dropout
-from uqseg_cli.measures import uncertainty_maps
+from uqseg_cli.bayes.measures import uncertainty_maps
 from uqseg_cli.rng import case_generator
 
 torch.set_num_threads(1)

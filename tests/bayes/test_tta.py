@@ -8,8 +8,8 @@ import torch
 
 from tests.bayes.toys import Pointwise, ToySeg, chunks_slices, chunks_whole, restore_slices, restore_whole
 from uqseg_cli.bayes.accumulator import SampleAccumulator
+from uqseg_cli.bayes.measures import SampleSums, uncertainty_maps
 from uqseg_cli.bayes.tta import TRANSFORMS_2D, TRANSFORMS_3D, draw_intensity, sample_tta
-from uqseg_cli.measures import SampleSums, uncertainty_maps
 from uqseg_cli.rng import case_generator
 
 torch.set_num_threads(1)

@@ -12,9 +12,9 @@ import pytest
 
 from tests.helpers import run_captured
 from tests.quality.synth import write_chain
-from uqseg_cli.aggregate import RegionParams, boundary_band, region_scores, volume_ml
 from uqseg_cli.metrics.regression import pearson, spearman
 from uqseg_cli.metrics.surface import hd95
+from uqseg_cli.quality.regions import RegionParams, boundary_band, region_scores, volume_ml
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

@@ -221,7 +221,7 @@ def test_tiny_slabs_through_the_cli_give_the_same_tables(predict_file, tmp_path,
     import functools
 
     import uqseg_cli.cli.evaluate as cli_eval
-    from uqseg_cli.evaluation import evaluate_case
+    from uqseg_cli.metrics.evaluation import evaluate_case
 
     path, cases = predict_file
     samples = tmp_path / "samples.h5"

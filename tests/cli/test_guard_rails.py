@@ -13,7 +13,7 @@ from tests.explain.synth import write_quality_model
 from tests.helpers import run_captured
 from tests.models.fixtures import random_checkpoint, write_disks
 from tests.quality.synth import write_chain
-from uqseg_cli.quality.targets import overlap_per_class
+from uqseg_cli.metrics.overlap import overlap_per_class
 
 torch.set_num_threads(1)
 
@@ -72,7 +72,7 @@ def test_predict_masks_prints_the_dice_summary(tmp_path, capsys):
 def test_predict_warns_about_modality_and_all_background(tmp_path, capsys, monkeypatch):
     images, _ = write_disks(tmp_path, 3)
     ck = random_checkpoint(tmp_path / "ct.pt", modality="ct")
-    from uqseg_cli.inference import Predictor
+    from uqseg_cli.models.inference import Predictor
 
     def background(self, image, case_id=None):
         p = torch.zeros((2, *image.shape[1:]))

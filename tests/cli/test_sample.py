@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.bayes.fixtures import make_checkpoint, make_members, make_predict, run_cli
+from uqseg_cli.bayes.measures import MEASURES, SampleSums, uncertainty_maps
 from uqseg_cli.io.store import StageFile
-from uqseg_cli.measures import MEASURES, SampleSums, uncertainty_maps
 
 torch.set_num_threads(1)
 ARRAYS = ("sum_p", "sum_logp", "sum_entropy", "volumes", "soft_volumes")
@@ -260,7 +260,7 @@ def test_agreement_features_from_stored_samples(tmp_path, monkeypatch, capsys):
 
 def test_ensemble_of_separately_trained_checkpoints_uses_each_ones_normalisation(tmp_path, monkeypatch):
     """Checkpoints trained in separate runs measure their own mean/std: each member preprocesses the image itself."""
-    from uqseg_cli.inference import Predictor
+    from uqseg_cli.models.inference import Predictor
 
     monkeypatch.chdir(tmp_path)
     make_predict(tmp_path / "predict.h5", n_cases=1)

@@ -8,8 +8,8 @@ import torch
 
 from tests.bayes.fixtures import make_members, make_predict, run_cli
 from uqseg_cli.bayes.maps import maps_by_slab
+from uqseg_cli.bayes.measures import MEASURES, SampleSums, uncertainty_maps
 from uqseg_cli.io.store import StageFile
-from uqseg_cli.measures import MEASURES, SampleSums, uncertainty_maps
 
 torch.set_num_threads(1)
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from uqseg_cli.errors import InputError
-from uqseg_cli.evaluation import pooled_calibration
 from uqseg_cli.explain.pipeline import read_scores, reliability_groups, safe_name, select_cases, true_quality
 from uqseg_cli.explain.plots import merge_degenerate_bins
 from uqseg_cli.io.store import StageFile
+from uqseg_cli.metrics.evaluation import pooled_calibration
 
 from .synth import write_bins, write_uncertainty
 

@@ -9,7 +9,8 @@ from tests.models.fixtures import write_disks
 from uqseg_cli.io.cases import discover_cases, load_case
 from uqseg_cli.io.streaming import StreamedCase
 from uqseg_cli.models import create_model
-from uqseg_cli.training import StreamedImages, TrainOptions, make_preprocessing, slices_2d, train_members
+from uqseg_cli.training.data import StreamedImages, slices_2d
+from uqseg_cli.training.loop import TrainOptions, make_preprocessing, train_members
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uqseg_cli.evaluation import _ace_from_parts
 from uqseg_cli.metrics.calibration import ace
+from uqseg_cli.metrics.evaluation import _ace_from_parts
 
 
 @pytest.mark.parametrize("kind", ["random32", "few_values", "all_ones", "float64_ties"])

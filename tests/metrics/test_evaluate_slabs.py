@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uqseg_cli.evaluation import CaseInput, EvalOptions, ScaledArray, evaluate_case
+from uqseg_cli.metrics.evaluation import CaseInput, EvalOptions, ScaledArray, evaluate_case
 
 NAMES = ["bg", "a", "b"]
 

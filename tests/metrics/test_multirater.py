@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import shared
-from uqseg_cli.evaluation import CaseInput, EvalOptions, evaluate_case, pooled_calibration, summarize
 from uqseg_cli.metrics import calibration as cal
 from uqseg_cli.metrics.crps import crps_curvas, crps_gaussian
+from uqseg_cli.metrics.evaluation import CaseInput, EvalOptions, evaluate_case, pooled_calibration, summarize
 from uqseg_cli.metrics.multirater import (
     challenge_confidence,
     consensus,

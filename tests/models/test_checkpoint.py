@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from uqseg_cli.errors import InputError
-from uqseg_cli.inference import Predictor
 from uqseg_cli.models import create_model
 from uqseg_cli.models.checkpoint import (
     Checkpoint,
@@ -21,6 +20,7 @@ from uqseg_cli.models.checkpoint import (
     resolve_members,
     save_checkpoint,
 )
+from uqseg_cli.models.inference import Predictor
 from uqseg_cli.models.preprocessing import Preprocessing
 
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from uqseg_cli.errors import InputError
-from uqseg_cli.inference import Predictor, tile_axis
 from uqseg_cli.models import SegModel, create_model
 from uqseg_cli.models.checkpoint import Checkpoint
+from uqseg_cli.models.inference import Predictor, tile_axis
 from uqseg_cli.models.preprocessing import (
     Preprocessing,
     adapt_channels,

@@ -9,22 +9,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uqseg_cli.augment import AugmentConfig, augment_batch
 from uqseg_cli.errors import InputError, UqsegError
-from uqseg_cli.inference import Predictor
 from uqseg_cli.io.readers import Case
 from uqseg_cli.models.checkpoint import load_checkpoint, save_checkpoint
-from uqseg_cli.training import (
-    TrainOptions,
+from uqseg_cli.models.inference import Predictor
+from uqseg_cli.training.augment import AugmentConfig, augment_batch
+from uqseg_cli.training.data import (
     assign_folds,
     check_training_cases,
-    cosine_lr,
     data_fingerprint,
+    sample_patches,
+    split_train_val,
+)
+from uqseg_cli.training.loop import (
+    TrainOptions,
+    cosine_lr,
     dice_ce_loss,
     mean_foreground_dice,
     plan_members,
-    sample_patches,
-    split_train_val,
     train_member,
 )
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score
 
-from uqseg_cli.quality.targets import overlap_per_class, segmentation_quality
+from uqseg_cli.metrics.overlap import overlap_per_class, segmentation_quality
 
 
 def test_against_sklearn_multiclass():

@@ -19,9 +19,9 @@ from tests.helpers import run_captured, run_cli
 from tests.models.fixtures import write_disks
 from tests.reliability.world import REPO, uqseg_subprocess
 from uqseg_cli.errors import StoreError
-from uqseg_cli.inference import Predictor
 from uqseg_cli.io.lock import OutputLock
 from uqseg_cli.io.store import StageFile
+from uqseg_cli.models.inference import Predictor
 
 
 def _arrays(path: Path) -> dict:

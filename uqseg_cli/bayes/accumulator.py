@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from uqseg_cli.measures import SampleSums, argmax_classes
+from uqseg_cli.bayes.measures import SampleSums, argmax_classes
 
 Index = tuple[slice, ...]
 SampleSink = Callable[[int, Index, torch.Tensor], None]
@@ -54,7 +54,7 @@ class AccumulatedSums:
     overlap_volumes: np.ndarray | None = None
 
     def sums(self) -> SampleSums:
-        """The view that :mod:`uqseg_cli.measures` computes from."""
+        """The view that :mod:`uqseg_cli.bayes.measures` computes from."""
         return SampleSums.from_numpy(self.sum_p, self.sum_logp, self.sum_entropy, self.T)
 
 

@@ -46,7 +46,7 @@ def sample_ensemble(
 def sample_ensemble_own_inputs(
     predictors: Sequence, image, case_id: str, acc: SampleAccumulator, *, amp: bool = False
 ) -> None:
-    """Sample ``t`` is ``predictors[t]`` (an :class:`~uqseg_cli.inference.Predictor`) on its own preprocessing of
+    """Sample ``t`` is ``predictors[t]`` (an :class:`~uqseg_cli.models.inference.Predictor`) on its own preprocessing of
     ``image`` ``(C, *spatial)``; ``acc.T`` must equal ``len(predictors)``."""
     if acc.T != len(predictors):
         raise ValueError(f"ensemble: the accumulator expects {acc.T} samples but there are {len(predictors)} members")

@@ -84,10 +84,10 @@ def sample_files_stage(
     quiet: bool = False,
 ):
     """``uqseg sample --method files``: one samples.h5 group ``files`` per case of ``parent`` (predict.h5)."""
-    from uqseg_cli.cli.common import plan_from_parent
     from uqseg_cli.errors import InputError, UqsegError
     from uqseg_cli.io.predictions import match_predictions
     from uqseg_cli.io.runner import StageRun, run_stage
+    from uqseg_cli.io.sharding import plan_from_parent
     from uqseg_cli.io.store import StageFile, relpath, write_array
     from uqseg_cli.progress import log
 

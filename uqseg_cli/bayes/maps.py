@@ -1,7 +1,7 @@
 """Uncertainty maps of one case and method from its stored sums, slab by slab (memory independent of T).
 
 Reads ``sum_p``, ``sum_logp`` ``(K, *spatial)`` and ``sum_entropy`` ``(*spatial)`` — numpy arrays or h5py
-datasets — in slabs along the first spatial axis, computes the measures of :mod:`uqseg_cli.measures` in float64
+datasets — in slabs along the first spatial axis, computes the measures of :mod:`uqseg_cli.bayes.measures` in float64
 and returns full maps in the storage dtype, plus ``mean_segmentation`` (uint8 argmax of p̄).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from uqseg_cli.measures import MEASURES, SampleSums, argmax_classes, uncertainty_maps
+from uqseg_cli.bayes.measures import MEASURES, SampleSums, argmax_classes, uncertainty_maps
 
 
 def maps_by_slab(
@@ -31,7 +31,7 @@ def maps_by_slab(
     Args:
         sum_p, sum_logp: ``(K, *spatial)`` array-likes; sum_entropy: ``(*spatial)``.
         T: number of samples summed.
-        measures: names from :data:`uqseg_cli.measures.MEASURES`.
+        measures: names from :data:`uqseg_cli.bayes.measures.MEASURES`.
         pairs: EPKL over ``all`` ordered pairs or ``distinct`` ones.
         out_dtype: storage dtype (float32 or float16).
         slab_voxels: voxels per slab (bounds the float64 temporaries).

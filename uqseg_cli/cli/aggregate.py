@@ -7,17 +7,6 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.aggregate import (
-    LONG_COLUMNS,
-    REGIONS,
-    CombinedStats,
-    RegionParams,
-    add_combined,
-    available_maps,
-    collect_features,
-    correlation_table,
-    wide_table,
-)
 from uqseg_cli.cli.common import (
     CpuDevice,
     JsonOut,
@@ -27,19 +16,17 @@ from uqseg_cli.cli.common import (
     apply_threads,
     cpu_stage_device,
     default_input,
+    emit_json,
+    finish,
 )
-from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, UqsegError
+from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, write_table
+from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import Progress, log, warn
-
-
-def split_list(values: list[str] | None) -> list[str]:
-    """``--opt a,b --opt c`` → ``[a, b, c]`` (order kept, duplicates dropped)."""
-    out: list[str] = []
-    for v in values or []:
-        out.extend(x.strip() for x in v.split(",") if x.strip())
-    return list(dict.fromkeys(out))
+from uqseg_cli.quality.combined import CombinedStats, add_combined
+from uqseg_cli.quality.correlation import correlation_table, wide_table
+from uqseg_cli.quality.regions import LONG_COLUMNS, REGIONS, RegionParams, available_maps, collect_features
 
 
 def stats_path_for(output: str) -> Path | None:
@@ -235,16 +222,12 @@ def aggregate(
             write_table(correlation_table(long, got.quality), correlate)
             log(f"correlations with Dice, IoU and HD95 over {len(got.quality)} case(s) -> {correlate}", quiet)
     if as_json:
-        import json
-        import sys
 
         doc = {"input": str(src), "output": str(output), "cases": int(long["case"].nunique()), "methods": methods,
                "measures": measures, "rows": int(len(table)), "correlations": str(correlate) if correlate else None,
                "stats": str(s_path) if s_path is not None and s_path.exists() else None, "failed": got.failed}
-        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    if got.failed:
-        typer.echo(f"uqseg: {len(got.failed)} case(s) failed: {', '.join(sorted(got.failed))}", err=True)
-        raise typer.Exit(EXIT_CASE_FAILED)
+        emit_json(doc)
+    finish(failed=got.failed)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from uqseg_cli.errors import EXIT_CASE_FAILED, UqsegError
+from uqseg_cli.stages.base import input_or_default as default_input  # noqa: F401  (the stages' rule)
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images (or slices/patches) per forward pass.")]
@@ -68,21 +68,38 @@ def cpu_stage_device(name: str, stage: str, quiet: bool = False) -> None:
         log(f"{stage} computes with NumPy on the CPU; --device {name} changes nothing here", quiet)
 
 
-def stage_json(result, **extra) -> None:
-    """``--json`` of a case-by-case stage: output file, cases written now / kept from an earlier run, failures."""
+def emit_json(doc: object) -> None:
+    """``--json``: one JSON document on stdout (indented, keys sorted, NaN/inf as null so it is valid JSON)."""
     import json
+    import math
     import sys
 
-    doc = {
-        "output": str(result.out),
-        "cases_done": len(result.done),
-        "cases_resumed": len(result.skipped),
-        "failed": dict(result.failed),
-        "interrupted": bool(getattr(result, "interrupted", False)),
-        **extra,
-    }
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [clean(v) for v in x]
+        return x
+
+    sys.stdout.write(json.dumps(clean(doc), indent=2, sort_keys=True, allow_nan=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def stage_json(result, **extra) -> None:
+    """``--json`` of a case-by-case stage: output file, cases written now / kept from an earlier run, failures."""
+    emit_json(
+        {
+            "output": str(result.out),
+            "cases_done": len(result.done),
+            "cases_resumed": len(result.skipped),
+            "failed": dict(result.failed),
+            "interrupted": bool(getattr(result, "interrupted", False)),
+            **getattr(result, "summary", {}),
+            **extra,
+        }
+    )
 
 
 def resolve_device(name: str):
@@ -104,46 +121,18 @@ def resolve_device(name: str):
     raise UqsegError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
 
 
-def default_input(path: Path | None, default_name: str, what: str) -> Path:
-    """The given input, or the previous stage's default file name in the current folder."""
-    p = Path(path) if path is not None else Path(default_name)
-    if not p.exists():
-        hint = "" if path is not None else f" (no -i given, so the default {default_name!r} was tried)"
-        raise UqsegError(f"{p}: {what} not found{hint}")
-    return p
-
-
-def finish(result) -> None:
-    """Exit 1 if any case failed (after the output was written), 130/143 if interrupted by SIGINT/SIGTERM."""
+def finish(result=None, *, failed=None) -> None:
+    """Exit 130/143 if the run was interrupted by SIGINT/SIGTERM, else 1 if any case failed (the output was written
+    first): ``result`` is a stage result (``.failed``, ``.interrupted``), or pass ``failed`` (case id → reason)."""
     if getattr(result, "interrupted", False):
         from uqseg_cli import signals
 
         raise typer.Exit(signals.exit_code())
-    if result.failed:
-        typer.echo(f"uqseg: {len(result.failed)} case(s) failed: {', '.join(sorted(result.failed))}", err=True)
+    failed = dict(failed if failed is not None else getattr(result, "failed", {}) or {})
+    if failed:
+        typer.echo(f"uqseg: {len(failed)} case(s) failed: {', '.join(sorted(failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)
 
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
-
-
-def plan_from_parent(parent, num_parts: int | None, part_id: int | None) -> tuple[list[str], int, int]:
-    """Cases and part for a stage that reads the ``StageFile`` ``parent``.
-
-    A part file (``predict.part1-of-4.h5``) hands its part on: the next stage writes ``samples.part1-of-4.h5``
-    over the same cases, so an array job can run every stage on its part and merge at the end. Otherwise the
-    complete cases of the parent are split by ``--num-parts/--part-id`` (or the SLURM variables).
-    """
-    from uqseg_cli.io.sharding import resolve_part
-
-    if parent.num_parts > 1:
-        n, k = parent.num_parts, parent.part_id
-        if (num_parts is not None and num_parts != n) or (part_id is not None and part_id != k):
-            raise UqsegError(
-                f"{parent.path}: is part {k} of {n}; it cannot be split again as part {part_id} of {num_parts} "
-                f"(merge the parts first with `uqseg merge`, or leave --num-parts/--part-id out)"
-            )
-        return list(parent.all_case_ids), n, k
-    n, k = resolve_part(num_parts, part_id)
-    return list(parent.case_ids), n, k

@@ -219,13 +219,3 @@ def run(cli, ctx_args, prog_name: str, complete_var: str, shell: str, action: st
     sys.stdout.write(comp.source() if action == "source" else comp.complete() + "\n")
     sys.stdout.flush()
     return 0
-
-
-def script(shell: str, prog_name: str = "uqseg") -> str:
-    """The completion script for ``shell`` (what ``_UQSEG_COMPLETE=<shell>_source uqseg`` prints)."""
-    import typer.main
-
-    from uqseg_cli.cli.app import app
-
-    var = f"_{prog_name.replace('-', '_').upper()}_COMPLETE"
-    return CLASSES[shell](typer.main.get_command(app), {}, prog_name, var).source()

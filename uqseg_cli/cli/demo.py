@@ -28,7 +28,7 @@ def demo(
 
     Example: uqseg demo -o uqseg-demo && open uqseg-demo/explain/report.html
     """
-    from uqseg_cli.demo import DemoConfig, print_summary, run_demo
+    from uqseg_cli.cli.demo_run import DemoConfig, print_summary, run_demo
 
     if output.exists() and any(output.iterdir()):
         if not overwrite:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,9 +18,15 @@ from uqseg_cli.cli.common import (
     Threads,
     apply_threads,
     cpu_stage_device,
+    emit_json,
+    finish,
 )
-from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, StoreError, UqsegError
-from uqseg_cli.evaluation import (
+from uqseg_cli.errors import InputError, StoreError, UqsegError
+from uqseg_cli.io.sharding import parse_part, part_path, resolve_part, select_part
+from uqseg_cli.io.store import CaseView, StageFile
+from uqseg_cli.io.tables import check_writable, read_table, write_table
+from uqseg_cli.metrics.crps import CRPS_MODES
+from uqseg_cli.metrics.evaluation import (
     BIN_COLUMNS,
     CURVAS2024_BINS,
     DEFAULT_BINS,
@@ -34,10 +38,7 @@ from uqseg_cli.evaluation import (
     summarize,
     summary_json,
 )
-from uqseg_cli.io.sharding import parse_part, part_path, resolve_part, select_part
-from uqseg_cli.io.store import CaseView, StageFile
-from uqseg_cli.io.tables import check_writable, read_table, write_table
-from uqseg_cli.metrics.crps import CRPS_MODES
+from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import Progress, log
 
 DETERMINISTIC = "deterministic"
@@ -47,13 +48,6 @@ def side_paths(out: Path) -> tuple[Path, Path]:
     """``metrics.csv`` -> (``metrics.bins.csv``, ``metrics.summary.csv``), part suffix kept."""
     out = Path(out)
     return out.with_name(f"{out.stem}.bins.csv"), out.with_name(f"{out.stem}.summary.csv")
-
-
-def _split(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(x.strip() for x in v.split(",") if x.strip())
-    return out
 
 
 def _class_names(sf: StageFile, k: int) -> list[str]:
@@ -182,7 +176,7 @@ def evaluate(
     apply_threads(threads, torch_too=False)
     if protocol not in PROTOCOLS:
         raise UqsegError(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
-    modes = _split(crps) or (["curvas"] if protocol == "curvas2024" else ["gaussian"])
+    modes = split_list(crps) or (["curvas"] if protocol == "curvas2024" else ["gaussian"])
     bad = [m for m in modes if m not in CRPS_MODES]
     if bad:
         raise UqsegError(f"--crps {','.join(bad)}: choose from {', '.join(CRPS_MODES)}")
@@ -223,7 +217,7 @@ def evaluate(
         if not any(sf.case(c).has("raters") for c in all_ids):
             raise InputError(f"{src}: no case has rater masks (run `uqseg predict --raters DIR ...` first)")
         if sf.stage == "predict":
-            if _split(method) and _split(method) != [DETERMINISTIC]:
+            if split_list(method) and split_list(method) != [DETERMINISTIC]:
                 raise UqsegError(f"--method: {src} is a predict file (one deterministic prediction); "
                                  "methods apply to samples.h5")
             if "ensemble" in modes:
@@ -231,7 +225,7 @@ def evaluate(
             methods = [DETERMINISTIC]
         else:
             present = _methods(first)
-            methods = _split(method) or present
+            methods = split_list(method) or present
             missing = [m for m in methods if m not in present]
             if missing:
                 raise UqsegError(f"--method {','.join(missing)}: not in {src} (it has {', '.join(present) or 'none'})")
@@ -338,12 +332,10 @@ def _write(
         doc = {**(extra or {}), "cases": int(df["case"].nunique()) if not df.empty else 0, "failed": failed,
                "output": str(out), "bins": str(b_path) if b_path else None,
                "summary": summary_json(summary) if not summary.empty else {}}
-        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n")
+        emit_json(doc)
     n = int(df["case"].nunique()) if not df.empty else 0
     log(f"evaluated {n} case(s) -> {out}" + (f" (+ {b_path}, {s_path})" if b_path else ""), quiet)
-    if failed:
-        typer.echo(f"uqseg: {len(failed)} case(s) failed: {', '.join(sorted(failed))}", err=True)
-        raise typer.Exit(EXIT_CASE_FAILED)
+    finish(failed=failed)
 
 
 def _class_key(s: pd.Series) -> pd.Series:

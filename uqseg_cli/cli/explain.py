@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, Threads, apply_threads
+from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, Threads, apply_threads, finish
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.progress import log
 
@@ -245,11 +245,7 @@ def explain(
     log(f"wrote {len(result.files)} file(s) to {result.out_dir}; open {result.out_dir / 'report.html'}", quiet)
     if as_json:
         write_json({**result.summary, "failed": result.failed, "files": [str(p) for p in result.files]}, "-")
-    if result.failed:
-        from uqseg_cli.errors import EXIT_CASE_FAILED
-
-        typer.echo(f"uqseg: {len(result.failed)} case(s) failed: {', '.join(sorted(result.failed))}", err=True)
-        raise typer.Exit(EXIT_CASE_FAILED)
+    finish(failed=result.failed)
 
 
 def register(app: typer.Typer) -> None:

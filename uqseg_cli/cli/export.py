@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import JsonOut, Overwrite, Quiet
+from uqseg_cli.cli.common import JsonOut, Overwrite, Quiet, emit_json
 from uqseg_cli.errors import UqsegError
+from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import Progress, log, warn
 
 FORMATS = ("auto", "nifti", "png", "both")
 RAW_SUMS = ("sum_p", "sum_logp", "sum_entropy", "samples", "volumes", "soft_volumes")
-
-
-def _split(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(x.strip() for x in str(v).split(",") if x.strip())
-    return out
 
 
 def _default_input(path: Path | None) -> Path:
@@ -120,7 +113,7 @@ def export(
     old_file = []
     with StageFile(src) as sf:
         ids = sf.case_ids
-        want = _split(cases)
+        want = split_list(cases)
         if want:
             missing = [c for c in want if c not in ids]
             if missing:
@@ -128,7 +121,7 @@ def export(
             ids = want
         if not ids:
             raise UqsegError(f"{src}: no complete cases to export")
-        asked = _split(maps)
+        asked = split_list(maps)
         prog = Progress(len(ids), "export", quiet=quiet)
         try:
             for cid in ids:
@@ -173,7 +166,7 @@ def export(
              "with a spacing-only affine; rerun predict/import to overlay on a rotated or shifted source")
     log(f"wrote {len(written)} file(s) for {len(ids)} case(s) under {output}", quiet)
     if as_json:
-        print(json.dumps({"input": str(src), "output": str(output), "cases": len(ids), "files": written}))
+        emit_json({"input": str(src), "output": str(output), "cases": len(ids), "files": written})
 
 
 def register(app: typer.Typer) -> None:

@@ -21,14 +21,8 @@ from uqseg_cli.cli.common import (
     stage_json,
 )
 from uqseg_cli.errors import UqsegError
+from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import log, warn
-
-
-def _names(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(x.strip() for x in str(v).split(",") if x.strip())
-    return out
 
 
 def import_(
@@ -123,7 +117,7 @@ def import_(
     n_parts, p_id = resolve_part(num_parts, part_id)
     specs = {s.id: s for s in discover_cases(input, masks=masks, raters=raters)}
     files = match_predictions(source, sorted(specs))
-    names = _names(class_names) or None
+    names = split_list(class_names) or None
     if names is None:
         names = dataset_class_names(source)
     if names is not None and num_classes is not None and len(names) != num_classes:

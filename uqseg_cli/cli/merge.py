@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import JsonOut, Overwrite, Quiet
+from uqseg_cli.cli.common import JsonOut, Overwrite, Quiet, emit_json
 from uqseg_cli.io.merge import find_parts, merge_parts
 from uqseg_cli.progress import log
 
@@ -36,7 +35,7 @@ def merge(
     paths = list(parts) if parts else find_parts(out)
     summary = merge_parts(paths, out, allow_missing=allow_missing, overwrite=overwrite)
     if as_json:
-        typer.echo(json.dumps(summary))
+        emit_json(summary)
     else:
         log(
             f"merged {summary['parts']} part(s), {summary['cases']} case(s) of stage {summary['stage']} into {out}",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
-from uqseg_cli.cli.common import JsonOut
+from uqseg_cli.cli.common import JsonOut, emit_json
 
 
 def models(json_out: JsonOut = False) -> None:
@@ -37,7 +35,7 @@ def models(json_out: JsonOut = False) -> None:
             }
         )
     if json_out:
-        typer.echo(json.dumps(rows, indent=2))
+        emit_json(rows)
         return
     w = max(len(r["name"]) for r in rows)
     wi = max(len(r["input"]) for r in rows)

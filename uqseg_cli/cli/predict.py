@@ -102,7 +102,6 @@ def predict(
     """
     import numpy as np
 
-    from uqseg_cli.inference import Predictor
     from uqseg_cli.io.cases import discover_cases, load_case, split_paths
     from uqseg_cli.io.fingerprint import input_identity
     from uqseg_cli.io.geometry import source_affine
@@ -113,6 +112,7 @@ def predict(
     from uqseg_cli.io.sharding import resolve_part, select_part
     from uqseg_cli.io.store import write_array
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint, read_checkpoint, resolve_members
+    from uqseg_cli.models.inference import Predictor
 
     if prob_dtype not in ("float16", "float32"):
         raise UqsegError(f"--prob-dtype {prob_dtype!r}: expected float16 or float32")
@@ -155,8 +155,8 @@ def predict(
         config["checkpoints"] = [os.path.relpath(p.resolve(), output.resolve().parent) for p in paths]
         config["checkpoint_fingerprints"] = [checkpoint_fingerprint(p) for p in paths]
 
-    from uqseg_cli.quality.targets import overlap_per_class
-    from uqseg_cli.training import infer_modality
+    from uqseg_cli.metrics.overlap import overlap_per_class
+    from uqseg_cli.training.data import infer_modality
 
     model_modality = predictors[0].ckpt.preprocessing.modality
     checks = {"modality": {}, "background": []}  # this run's cases, for the guard rails below

@@ -20,24 +20,18 @@ from uqseg_cli.cli.common import (
     apply_threads,
     default_input,
     finish,
-    plan_from_parent,
     resolve_device,
     stage_json,
 )
 from uqseg_cli.errors import InputError, UqsegError
+from uqseg_cli.io.sharding import plan_from_parent
+from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import log
 
 METHOD_HELP = (
     "Comma list or repeat: mcdropout, ensemble, tta [default: every method the checkpoints allow]; or files "
     "(external predictions, one folder per sample: --from)."
 )
-
-
-def _split(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(x.strip() for x in str(v).split(",") if x.strip())
-    return out
 
 
 def _default_checkpoints(pf) -> list[str]:
@@ -141,27 +135,27 @@ def sample(
       uqseg sample --method files --from fold0/,fold1/,fold2/,fold3/,fold4/   # nnU-Net folds as the samples
     """
     from uqseg_cli.bayes.sampling import METHODS, SamplePlan, check_mc_dropout, mc_dropout_mode, resolve_T, sample_case
-    from uqseg_cli.inference import Predictor
     from uqseg_cli.io.prefetch import Prefetcher
     from uqseg_cli.io.runner import StageRun, run_stage
     from uqseg_cli.io.sharding import select_part
     from uqseg_cli.io.store import StageFile, write_array
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint
+    from uqseg_cli.models.inference import Predictor
 
     parent = default_input(input, "predict.h5", "predict file")
     apply_threads(threads)
-    if "files" in _split(methods) or sources:
-        return _sample_files(parent, _split(methods), _split(sources), models, samples, output, keep_samples,
+    if "files" in split_list(methods) or sources:
+        return _sample_files(parent, split_list(methods), split_list(sources), models, samples, output, keep_samples,
                              num_parts, part_id, overwrite, quiet, json_out)
     dev = resolve_device(device)
     with StageFile(parent, expect_stage="predict") as pf:
         case_ids, n_parts, p_id = plan_from_parent(pf, num_parts, part_id)
-        specs = _split(models) or _default_checkpoints(pf)
+        specs = split_list(models) or _default_checkpoints(pf)
         if not specs:
             raise UqsegError("no checkpoint: pass -m CHECKPOINT (predict.h5 does not record one)")
         ckpts = _resolve_checkpoints(specs)
 
-        asked = _split(methods)
+        asked = split_list(methods)
         bad = [m for m in asked if m not in METHODS]
         if bad:
             raise UqsegError(f"--method {','.join(bad)}: unknown; choose from {', '.join(METHODS)}")

@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from uqseg_cli.aggregate import CombinedStats, RegionParams, collect_features
-from uqseg_cli.cli.aggregate import pick_methods_measures, split_list
+from uqseg_cli.cli.aggregate import pick_methods_measures
 from uqseg_cli.cli.common import (
     BatchSize,
     Device,
@@ -23,16 +22,22 @@ from uqseg_cli.cli.common import (
     Threads,
     apply_threads,
     default_input,
+    emit_json,
+    finish,
     resolve_device,
 )
-from uqseg_cli.errors import EXIT_CASE_FAILED, CaseError, InputError, UqsegError
+from uqseg_cli.errors import CaseError, InputError, UqsegError
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, read_table, write_table
+from uqseg_cli.metrics.overlap import TARGETS
+from uqseg_cli.parsing import parse_size, split_list
 from uqseg_cli.progress import FitProgress, Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
+from uqseg_cli.quality.combined import CombinedStats
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.models import create_quality_model
+from uqseg_cli.quality.regions import RegionParams, collect_features
 from uqseg_cli.quality.scoring import (
     ALL_METHODS,
     CNN_MIN_LABELLED,
@@ -52,21 +57,7 @@ from uqseg_cli.quality.scoring import (
     summary_rows,
     with_combined,
 )
-from uqseg_cli.quality.targets import TARGETS
 from uqseg_cli.quality.training import FitConfig, predict_cnn
-
-
-def parse_size(text: str | None) -> list[int] | None:
-    """``"128"`` → [128], ``"192x256"`` → [192, 256]; None stays None."""
-    if text is None:
-        return None
-    try:
-        size = [int(t) for t in text.lower().split("x")]
-    except ValueError:
-        raise UqsegError(f"--input-size {text!r}: expected N or HxW (or DxHxW), e.g. 128 or 192x256") from None
-    if any(s < 8 for s in size):
-        raise UqsegError(f"--input-size {text!r}: every size must be at least 8")
-    return size
 
 
 def model_path_for(save: Path, n_configs: int, method: str, measure: str, framework: str) -> Path:
@@ -225,7 +216,7 @@ def score(
         raise UqsegError(f"--target {target!r}: choose dice or iou")
     if as_json and output == "-":
         raise UqsegError("--json and -o - both write to standard output; pick one")
-    size = parse_size(input_size)
+    size = parse_size(input_size, "--input-size", minimum=8)
     frameworks = split_list(framework) or ["features"]
     bad = [f for f in frameworks if f not in FRAMEWORKS]
     if bad:
@@ -415,12 +406,10 @@ def score(
             "models": saved, "failed": got.failed,
             "summary": json.loads(summ.to_json(orient="records")),
         }
-        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        emit_json(doc)
     for msg in got.failed.values():
         typer.echo(f"uqseg: error: {msg}", err=True)
-    if got.failed:
-        typer.echo(f"uqseg: {len(got.failed)} case(s) failed: {', '.join(sorted(got.failed))}", err=True)
-        raise typer.Exit(EXIT_CASE_FAILED)
+    finish(failed=got.failed)
 
 
 def sample_counts(sf: StageFile, case_id: str, methods: list[str]) -> dict[str, int]:
@@ -458,7 +447,7 @@ def _folds_any(batch: Batch, cv: int, seed: int):
 
 
 def _num_classes(sf: StageFile, case_id: str) -> int:
-    from uqseg_cli.aggregate import num_classes_of
+    from uqseg_cli.quality.regions import num_classes_of
 
     return num_classes_of(sf.case(case_id))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -19,26 +18,12 @@ from uqseg_cli.cli.common import (
     Seed,
     Threads,
     apply_threads,
+    emit_json,
     resolve_device,
 )
 from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, UqsegError
+from uqseg_cli.parsing import parse_size, split_list
 from uqseg_cli.progress import Progress, log, warn
-
-
-def parse_size(text: str | None, n: int | None, what: str) -> list[int] | None:
-    """``"192x256"`` or ``"192,256"`` (or one number for every axis) → list of ``n`` positive ints."""
-    if text is None:
-        return None
-    parts = [p for p in text.replace("x", ",").replace("X", ",").split(",") if p.strip()]
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        raise UqsegError(f"{what} {text!r}: expected integers like 192x256") from None
-    if n is not None and len(vals) == 1:
-        vals = vals * n
-    if (n is not None and len(vals) != n) or any(v < 1 for v in vals):
-        raise UqsegError(f"{what} {text!r}: expected {n} positive integers, e.g. {'x'.join(['128'] * (n or 2))}")
-    return vals
 
 
 def parse_window(text: str | None) -> list[float] | None:
@@ -197,7 +182,6 @@ def train(
     """
     import pandas as pd
 
-    from uqseg_cli.augment import AugmentConfig
     from uqseg_cli.io.cases import discover_cases
     from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
     from uqseg_cli.io.lock import OutputLock
@@ -205,7 +189,8 @@ def train(
     from uqseg_cli.io.tables import write_table
     from uqseg_cli.models.checkpoint import checkpoint_fingerprint, member_path, save_checkpoint
     from uqseg_cli.models.registry import model_info
-    from uqseg_cli.training import TrainOptions, train_members
+    from uqseg_cli.training.augment import AugmentConfig
+    from uqseg_cli.training.loop import TrainOptions, train_members
 
     info = model_info(model)
     if dropout_at not in ("head", "decoder"):
@@ -234,7 +219,7 @@ def train(
         try:
             # masks are checked against --class-names when given (else: 0/1, 0/255 or small integer labels);
             # 2D images stay on disk (read when drawn: memory does not grow with the cases); volumes are loaded
-            names = [c.strip() for c in class_names.split(",")] if class_names else None
+            names = split_list(class_names, unique=False) if class_names else None
             c = StreamedCase.open(spec, class_names=names)
             cases.append(c if c.ndim == 2 else c.load())
         except InputError as exc:
@@ -251,12 +236,12 @@ def train(
         dropout=dropout,
         dropout_at=dropout_at,
         pretrained=pretrained,
-        input_size=parse_size(input_size, info.dims if info.dims == 3 else 2, "--input-size"),
+        input_size=parse_size(input_size, "--input-size", info.dims if info.dims == 3 else 2),
         max_side=max_side,
         resize=resize,
         modality=modality,
         ct_window=parse_window(ct_window),
-        patch_size=parse_size(patch_size, 3, "--patch-size"),
+        patch_size=parse_size(patch_size, "--patch-size", 3),
         patches_per_volume=patches_per_volume,
         halo=halo,
         val_fraction=val_fraction,
@@ -265,7 +250,7 @@ def train(
         folds=folds,
         augment=AugmentConfig(enabled=augment),
         amp=amp,
-        class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
+        class_names=split_list(class_names, unique=False) if class_names else None,
     )
     log(f"training {model} on {len(cases)} case(s), {n_members} member(s), {epochs} epoch(s), device {dev}", quiet)
     rows: list[dict] = []
@@ -315,7 +300,7 @@ def train(
         lock.__exit__(None, None, None)
     log(f"epoch log: {log_path}", quiet)
     if json_out:
-        typer.echo(json.dumps({"members": summary, "log": str(log_path), "failed": failed}, indent=2))
+        emit_json({"members": summary, "log": str(log_path), "failed": failed})
     if failed:
         typer.echo(f"uqseg: {len(failed)} case(s) could not be read: {', '.join(sorted(failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uqseg_cli.errors import UqsegError
+from uqseg_cli.parsing import split_list
 
 DIRECTIONS = ("high", "low")
 CAM_METHODS = ("gradcam", "hirescam")
@@ -282,7 +283,7 @@ def combined_cam(
     if layers is None:
         names = default_layers(model, x)
     elif isinstance(layers, str):
-        names = [n.strip() for n in layers.split(",") if n.strip()]
+        names = split_list(layers)
     else:
         names = list(layers)
     maps, output, shapes = [], None, []

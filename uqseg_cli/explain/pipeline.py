@@ -28,6 +28,7 @@ import pandas as pd
 from uqseg_cli.errors import CaseError, InputError, UqsegError
 from uqseg_cli.explain import plots
 from uqseg_cli.explain.report import Figure, Section, write_report
+from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import Progress, Steps, log, warn
 
 SCORE_CASE = ("case", "case_id")
@@ -230,7 +231,7 @@ def display_arrays(view) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
 
 def true_quality(view, target: str = "dice", num_classes: int | None = None) -> float:
     """Dice (or IoU) of the case's ``segmentation`` against its ``reference``; nan without a reference."""
-    from uqseg_cli.quality.targets import overlap_per_class
+    from uqseg_cli.metrics.overlap import overlap_per_class
 
     if not view.has("reference") or not view.has("segmentation"):
         return math.nan
@@ -335,7 +336,7 @@ def _gradcam_step(
     if not ids:
         return None
     probe = build_inputs(sf.case(ids[0]), meta)[None].to(opts.device)
-    layers = [n.strip() for n in opts.layer.split(",") if n.strip()] if opts.layer else default_layers(model, probe)
+    layers = split_list(opts.layer) if opts.layer else default_layers(model, probe)
     layer = "+".join(layers)
     tag = f"gradcam-{opts.direction}" if opts.cam_method == "gradcam" else f"{opts.cam_method}-{opts.direction}"
     fig_dir = opts.out_dir / tag
@@ -671,7 +672,7 @@ def _explain(
         ranked = sorted((v, c) for c, v in rank.items() if np.isfinite(v) and c not in result.failed)
         key = f"{method}/{measure}"
         shown = [c for _, c in ranked[: opts.uncertainty_cases]]
-        from uqseg_cli.aggregate import uncertainty_direction
+        from uqseg_cli.quality.regions import uncertainty_direction
 
         maps_ = {}
         for c in shown:

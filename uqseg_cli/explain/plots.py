@@ -9,7 +9,6 @@ it as PNG (and optionally PDF) atomically.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from uqseg_cli.explain.gradcam import normalize_map, top_slices
+from uqseg_cli.io.atomic import atomic_write
 from uqseg_cli.metrics.regression import pearson, r2_score
 
 FORMATS = ("png", "pdf")
@@ -44,11 +44,7 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png",)) -> l
         if fmt not in FORMATS:
             raise ValueError(f"unknown figure format {fmt!r}; expected one of {FORMATS}")
         path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            fig.savefig(fh, format=fmt, bbox_inches="tight")
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, bbox_inches="tight")))
     return written
 
 

@@ -7,13 +7,14 @@ and :func:`write_report` refuses to write a report that references a file that d
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 import pandas as pd
+
+from uqseg_cli.io.atomic import atomic_write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
@@ -139,7 +140,4 @@ def write_report(path: Path, title: str, sections: list[Section], subtitle: str 
     missing = [r for r in referenced_files(text) if not (path.parent / r).is_file()]
     if missing:
         raise FileNotFoundError(f"{path}: the report would link missing files: {', '.join(missing[:5])}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)

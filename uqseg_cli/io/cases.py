@@ -23,6 +23,7 @@ import numpy as np
 from uqseg_cli.errors import InputError
 from uqseg_cli.io.nnunet import raw_layout, stack_channels
 from uqseg_cli.io.readers import ALL_SUFFIXES, Case, case_id_of, file_suffix, read_image, read_mask
+from uqseg_cli.parsing import split_list
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,7 @@ class CaseSpec:
 
 def split_paths(values: Sequence[str | Path] | None) -> list[Path]:
     """Accept repeated options and comma-separated lists alike: ``--raters a,b --raters c``."""
-    out: list[Path] = []
-    for v in values or []:
-        out.extend(Path(p) for p in str(v).split(",") if p.strip())
-    return out
+    return [Path(p) for p in split_list(values, unique=False)]
 
 
 MAX_ID_BYTES = 200  # a case id names files (journal, figures): keep room for suffixes under the 255-byte limit

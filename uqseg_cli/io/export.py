@@ -12,11 +12,11 @@ affine, so the map overlays the original image voxel for voxel. Maps with channe
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from uqseg_cli.io.atomic import atomic_write
 from uqseg_cli.io.geometry import to_nifti_order
 
 LABEL_MAPS = ("segmentation", "reference", "mean_segmentation")
@@ -57,17 +57,8 @@ def nifti_image(arr: np.ndarray, affine: np.ndarray, spatial_ndim: int):
 
 
 def save_atomic(write, path: Path) -> Path:
-    """Write through ``write(tmp_path)`` then ``os.replace`` onto ``path`` (no half-written file is left)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write through ``write(tmp_path)`` (a name with the target's suffix, so writers pick the format) atomically."""
+    return atomic_write(path, write, keep_suffix=True)
 
 
 def save_nifti(arr: np.ndarray, affine: np.ndarray, spatial_ndim: int, path: Path) -> Path:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 
 from uqseg_cli.errors import StoreError
+from uqseg_cli.io.atomic import atomic_write
 from uqseg_cli.io.sharding import parse_part, part_path
 from uqseg_cli.io.store import StageFile, config_diff, relpath, write_root
 
@@ -108,8 +108,8 @@ def merge_parts(paths: Sequence[Path], out: Path, allow_missing: bool = False, o
         for cid in missing:
             failed.setdefault(cid, "missing from the merged parts")
         parent_rel, parent_fp = _merged_parent(parts, out)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        try:
+
+        def write(tmp: Path) -> None:
             with h5py.File(tmp, "w") as dst:
                 write_root(
                     dst,
@@ -128,9 +128,8 @@ def merge_parts(paths: Sequence[Path], out: Path, allow_missing: bool = False, o
                     for cid in p.case_ids:
                         p.check_case(cid)  # never copy what another file holds
                         p.h5.copy(p.h5[f"cases/{cid}"], cases, name=cid)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        atomic_write(out, write)
         return {"out": str(out), "stage": first.stage, "parts": len(parts), "cases": len(ids_seen), "missing": missing}
     finally:
         for p in parts:

@@ -245,8 +245,7 @@ def _read_nifti(path: Path, shape, image_affine, kind, num_classes, where) -> Ex
 
 
 def _read_raster(path: Path, shape, kind, num_classes, where) -> ExternalPrediction:
-    from uqseg_cli.io.readers import read_image
-    from uqseg_cli.models.preprocessing import value_scale_for
+    from uqseg_cli.io.readers import read_image, value_scale_for
 
     arr, _ = read_image(path)
     if arr.shape[0] > 1:

@@ -206,3 +206,13 @@ def read_mask(
         raise InputError(f"{where}: mask values {shown} are not labels (values found: "
                          f"{', '.join(map(str, values[:10]))}{' ...' if len(values) > 10 else ''}); expected {expect}")
     return arr.astype(np.uint8)
+
+
+def value_scale_for(dtype: np.dtype) -> float:
+    """Divisor that maps a photo of this dtype to [0, 1]: 255 (uint8), 65535 (uint16), 1 (float)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    return 1.0

@@ -50,3 +50,22 @@ def parse_part(path: Path) -> tuple[str, int, int] | None:
     """``predict.part1-of-4.h5`` → ``("predict", 1, 4)``; None for a non-part file name."""
     m = PART_RE.match(Path(path).stem)
     return (m["stem"], int(m["k"]), int(m["n"])) if m else None
+
+
+def plan_from_parent(parent, num_parts: int | None, part_id: int | None) -> tuple[list[str], int, int]:
+    """Cases and part for a stage that reads the ``StageFile`` ``parent``.
+
+    A part file (``predict.part1-of-4.h5``) hands its part on: the next stage writes ``samples.part1-of-4.h5``
+    over the same cases, so an array job can run every stage on its part and merge at the end. Otherwise the
+    complete cases of the parent are split by ``--num-parts/--part-id`` (or the SLURM variables).
+    """
+    if parent.num_parts > 1:
+        n, k = parent.num_parts, parent.part_id
+        if (num_parts is not None and num_parts != n) or (part_id is not None and part_id != k):
+            raise UqsegError(
+                f"{parent.path}: is part {k} of {n}; it cannot be split again as part {part_id} of {num_parts} "
+                f"(merge the parts first with `uqseg merge`, or leave --num-parts/--part-id out)"
+            )
+        return list(parent.all_case_ids), n, k
+    n, k = resolve_part(num_parts, part_id)
+    return list(parent.case_ids), n, k

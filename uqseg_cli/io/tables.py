@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from uqseg_cli.errors import DiskFullError, UqsegError, disk_full_message, is_disk_full
+from uqseg_cli.errors import UqsegError
+from uqseg_cli.io.atomic import atomic_write_text
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
     from uqseg_cli.io.leftovers import clean_leftovers
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path)  # temporary files of killed writers of this table
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("w", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskFullError(disk_full_message(path, exc)) from None
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, text)
 
 
 def check_writable(path: str | Path, overwrite: bool) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from uqseg_cli import __version__
 from uqseg_cli.errors import InputError
+from uqseg_cli.io.atomic import atomic_write
 from uqseg_cli.models.base import SegModel
 from uqseg_cli.models.preprocessing import Preprocessing
 
@@ -89,22 +89,10 @@ def save_checkpoint(path: Path | str, model: SegModel, meta: Checkpoint) -> Path
         raise ValueError("checkpoint meta does not describe this model (arch/init_args differ)")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "meta": meta.to_json(), "state_dict": state}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: two writers never share it
     from uqseg_cli.errors import check_room
 
     check_room(path, sum(t.numel() * t.element_size() for t in state.values()))  # torch fails messily otherwise
-    try:
-        torch.save(payload, tmp)
-        tmp.replace(path)
-    except (OSError, RuntimeError) as exc:
-        from uqseg_cli.errors import DiskFullError, disk_full_message, is_disk_full
-
-        if is_disk_full(exc) or "file write failed" in str(exc):  # torch's writer does not keep the errno
-            raise DiskFullError(disk_full_message(path, exc)) from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uqseg_cli.models.base import EncoderDecoderHead, Features, SegHead, check_dropout_args, conv_block, spatial_dropout
+from uqseg_cli.models.registry import register_model
 
 
 class FPNSeg(EncoderDecoderHead):
@@ -74,3 +75,27 @@ class FPNSeg(EncoderDecoderHead):
 
     def _encoder(self, x: torch.Tensor) -> Features:
         return list(self.backbone(x))
+
+
+@register_model(
+    "fpn-resnet18",
+    dims=2,
+    description="timm resnet18 + FPN decoder (128/64 channels)",
+    dropout_at="head",
+    pyramid_channels=128,
+    segmentation_channels=64,
+)
+def fpn_resnet18(in_channels, num_classes, dropout, pretrained=False, **kw) -> FPNSeg:
+    return FPNSeg("resnet18", in_channels, num_classes, dropout=dropout, pretrained=pretrained, **kw)
+
+
+@register_model(
+    "fpn-resnet50",
+    dims=2,
+    description="timm resnet50 + FPN decoder (256/128 channels)",
+    dropout_at="head",
+    pyramid_channels=256,
+    segmentation_channels=128,
+)
+def fpn_resnet50(in_channels, num_classes, dropout, pretrained=False, **kw) -> FPNSeg:
+    return FPNSeg("resnet50", in_channels, num_classes, dropout=dropout, pretrained=pretrained, **kw)

@@ -68,16 +68,6 @@ class Preprocessing:
         return cls(**known)
 
 
-def value_scale_for(dtype: np.dtype) -> float:
-    """Divisor that maps a photo of this dtype to [0, 1]: 255 (uint8), 65535 (uint16), 1 (float)."""
-    dtype = np.dtype(dtype)
-    if dtype == np.uint8:
-        return 255.0
-    if dtype == np.uint16:
-        return 65535.0
-    return 1.0
-
-
 def adapt_channels(image: np.ndarray, channels: int, where: str = "image") -> np.ndarray:
     """Match the channel count: grey → repeated to 3, RGBA → RGB; other mismatches are an `InputError`.
 

@@ -39,13 +39,11 @@ def register_model(name: str, dims: int, description: str, **defaults) -> Callab
 
 def list_models() -> list[ModelInfo]:
     """Registered models, sorted by name."""
-    _load_builtin()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def model_info(name: str) -> ModelInfo:
     """The `ModelInfo` of ``name``; `UqsegError` naming the known models otherwise."""
-    _load_builtin()
     if name not in _REGISTRY:
         raise UqsegError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -97,13 +95,3 @@ def count_parameters(name: str, in_channels: int = 3, num_classes: int = 2, **kw
 
 def _jsonable(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-_loaded = False
-
-
-def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        from uqseg_cli.models import zoo  # noqa: F401  (registers the built-in models)

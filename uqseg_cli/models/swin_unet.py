@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uqseg_cli.models.base import EncoderDecoderHead, Features, SegHead, check_dropout_args, conv_block, spatial_dropout
+from uqseg_cli.models.registry import register_model
 
 
 class SwinUNet(EncoderDecoderHead):
@@ -77,3 +78,15 @@ class SwinUNet(EncoderDecoderHead):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
         return x
+
+
+@register_model(
+    "swin-unet",
+    dims=2,
+    description="timm Swin-Tiny encoder (window 8) + U-shaped conv decoder",
+    dropout_at="head",
+    img_size=(256, 256),
+    window_size=8,
+)
+def swin_unet(in_channels, num_classes, dropout, pretrained=False, **kw) -> SwinUNet:
+    return SwinUNet(in_channels, num_classes, dropout=dropout, pretrained=pretrained, **kw)

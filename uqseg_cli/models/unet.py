@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from uqseg_cli.models.base import EncoderDecoderHead, Features, SegHead, check_dropout_args, conv_block, spatial_dropout
+from uqseg_cli.models.registry import register_model
 
 
 class UNet(EncoderDecoderHead):
@@ -64,3 +65,25 @@ class UNet(EncoderDecoderHead):
         for up, block, skip in zip(self.ups, self.blocks, reversed(feats[:-1]), strict=True):
             x = block(torch.cat([up(x), skip], dim=1))
         return x
+
+
+@register_model(
+    "unet-small",
+    dims=2,
+    description="2D U-Net, 4 poolings, 16-256 channels; trains on 2 CPU cores",
+    channels=(16, 32, 64, 128, 256),
+    dropout_at="head",
+)
+def unet_small(in_channels, num_classes, dropout, pretrained=False, **kw) -> UNet:
+    return UNet(2, in_channels, num_classes, dropout=dropout, **kw)
+
+
+@register_model(
+    "unet3d-small",
+    dims=3,
+    description="native 3D U-Net, 3 poolings, 8-64 channels; patch training",
+    channels=(8, 16, 32, 64),
+    dropout_at="head",
+)
+def unet3d_small(in_channels, num_classes, dropout, pretrained=False, **kw) -> UNet:
+    return UNet(3, in_channels, num_classes, dropout=dropout, **kw)

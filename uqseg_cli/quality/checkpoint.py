@@ -9,13 +9,13 @@ was fitted on. ``state_dict`` holds the CNN weights; ``arrays`` the exported fea
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from uqseg_cli.errors import InputError
+from uqseg_cli.io.atomic import atomic_write
 from uqseg_cli.quality.inputs import FRAMEWORKS, FRAMEWORKS_CNN
 from uqseg_cli.quality.models import QualityRegressor, create_quality_model
 
@@ -53,15 +53,7 @@ def save_quality_model(
             for name, st in (arrays or {}).items()
         },
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def read_quality_checkpoint(path: Path | str) -> dict:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from uqseg_cli.aggregate import uncertainty_direction
 from uqseg_cli.errors import CaseError
+from uqseg_cli.quality.regions import uncertainty_direction
 
 FRAMEWORKS_CNN = ("seg-unc", "img-seg-unc", "hybrid")
 IMAGE_FRAMEWORKS = ("img-seg-unc", "hybrid")

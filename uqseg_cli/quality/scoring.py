@@ -19,16 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from uqseg_cli.aggregate import (
-    AGREEMENT_REGIONS,
-    REGIONS,
-    SHAPE_REGIONS,
-    VOLUME_REGIONS,
-    CombinedStats,
-    add_combined,
-    feature_matrix,
-)
 from uqseg_cli.metrics.regression import regression_summary
+from uqseg_cli.quality.combined import CombinedStats, add_combined
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import (
     fit_baseline,
@@ -37,6 +29,7 @@ from uqseg_cli.quality.features import (
     predict_feature_model,
 )
 from uqseg_cli.quality.inputs import IMAGE_FRAMEWORKS, channel_names, raw_inputs, standardize
+from uqseg_cli.quality.regions import AGREEMENT_REGIONS, REGIONS, SHAPE_REGIONS, VOLUME_REGIONS, feature_matrix
 from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn, standardize_extra
 from uqseg_cli.rng import case_seed
 

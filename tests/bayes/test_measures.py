@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.special import entr, rel_entr
 
-from uqseg_cli import measures as M
-from uqseg_cli.measures import MEASURES, SampleSums, uncertainty_maps
+from uqseg_cli.bayes import measures as M
+from uqseg_cli.bayes.measures import MEASURES, SampleSums, uncertainty_maps
 
 
 def brute_force(samples: np.ndarray) -> dict[str, np.ndarray]:

@@ -12,21 +12,17 @@ import pytest
 from scipy import stats
 from sklearn.linear_model import Ridge
 
-from uqseg_cli.aggregate import (
-    CombinedStats,
+from uqseg_cli.quality.combined import CombinedStats, apply_combined, fit_combined, ridge_weights
+from uqseg_cli.quality.correlation import correlation_table, wide_table
+from uqseg_cli.quality.regions import (
     RegionParams,
-    apply_combined,
     boundary_band,
     case_features,
-    correlation_table,
-    fit_combined,
     patch_max_mean,
     quantile_mean,
     region_scores,
-    ridge_weights,
     volume_ml,
     volume_spread,
-    wide_table,
 )
 
 

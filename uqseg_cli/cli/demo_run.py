@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from uqseg_cli.demo_data import write_demo_dataset
 from uqseg_cli.errors import UqsegError
+from uqseg_cli.io.synthetic import write_demo_dataset
 from uqseg_cli.progress import log
 
 

@@ -1,4 +1,4 @@
-"""Uncertainty map → per-case scalar scores, and the combination of several measures into one score.
+"""Uncertainty map → per-case scalar scores (the features `aggregate` writes).
 
 Regions of one case (the map ``u`` and the predicted segmentation ``seg`` share the spatial shape ``(H, W)`` or
 ``(D, H, W)``; the predicted foreground is ``seg > 0``, all foreground classes together):
@@ -20,18 +20,14 @@ of the sampled segmentations (measure ``agreement``: ``iou_samples``, ``pairwise
 ``soft_dice``, ``vote_entropy``; these grow with *certainty*) and the shape of the segmentation (measure ``shape``:
 ``components``, ``area_fraction``, ``border_fraction``).
 
-The combined score z-scores several features across a batch of cases, with statistics that are saved
-(:class:`CombinedStats`) so that a later batch is scored on the same scale, and averages them with equal weights or
-with ridge weights learned against ``1 - Dice``; higher means more uncertain in both cases.
+The combination of several features into one score is in :mod:`uqseg_cli.quality.combined`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -41,7 +37,6 @@ from uqseg_cli.bayes.agreement import agreement_features, shape_features
 from uqseg_cli.io.prefetch import ReadOnce
 
 REGIONS: tuple[str, ...] = ("image", "foreground", "band", "patchmax", "quantile")
-MEASURES: tuple[str, ...] = ("confidence", "entropy", "expected_entropy", "mutual_information", "epkl")
 VOLUME_REGIONS: tuple[str, ...] = ("predicted_ml", "sample_std_ml", "sample_cv")
 AGREEMENT_REGIONS: tuple[str, ...] = ("iou_samples", "pairwise_dice", "dice_to_final", "soft_dice", "vote_entropy")
 SHAPE_REGIONS: tuple[str, ...] = ("components", "area_fraction", "border_fraction")
@@ -230,179 +225,6 @@ def agreement_of_case(view, method: str, seg: np.ndarray, spacing: Sequence[floa
 # combined score
 
 
-@dataclass
-class CombinedStats:
-    """Z-score statistics and weights of the combined score, per method.
-
-    ``features``: the ``(measure, region)`` pairs combined (as ``"measure/region"`` strings); per method ``mean``
-    and ``std`` (population, ``ddof=0``; a zero std is stored as 1) and ``weights`` aligned with ``features``.
-    ``weighting`` is ``"equal"`` or ``"learned"`` (ridge on ``1 - Dice`` with penalty ``alpha``).
-    """
-
-    features: list[str]
-    weighting: str = "equal"
-    alpha: float = 1.0
-    methods: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    n_cases: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "format": "uqseg-combined/1",
-            "features": list(self.features),
-            "weighting": self.weighting,
-            "alpha": self.alpha,
-            "methods": self.methods,
-            "n_cases": self.n_cases,
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict) -> CombinedStats:
-        if obj.get("format") != "uqseg-combined/1":
-            raise ValueError(f"not a uqseg combined-score statistics file (format {obj.get('format')!r})")
-        return cls(
-            features=list(obj["features"]),
-            weighting=obj["weighting"],
-            alpha=float(obj.get("alpha", 1.0)),
-            methods={k: {kk: [float(x) for x in vv] for kk, vv in v.items()} for k, v in obj["methods"].items()},
-            n_cases={k: int(v) for k, v in obj.get("n_cases", {}).items()},
-        )
-
-    def save(self, path: Path | str) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path | str) -> CombinedStats:
-        return cls.from_json(json.loads(Path(path).read_text()))
-
-
-def zscore_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and population stds (``ddof=0``) of ``x`` ``(n_cases, n_features)``, ignoring ``nan``.
-
-    A zero or undefined std becomes 1 so that the transform stays finite.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(x, axis=0) if x.size else np.zeros(x.shape[1])
-        std = np.nanstd(x, axis=0) if x.size else np.ones(x.shape[1])
-    mean = np.where(np.isfinite(mean), mean, 0.0)
-    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-    return mean, std
-
-
-def zscore_apply(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(x - mean) / std`` per column; missing values (``nan``) become 0, i.e. the fitted batch mean."""
-    z = (np.asarray(x, dtype=np.float64) - mean) / std
-    return np.where(np.isfinite(z), z, 0.0)
-
-
-def ridge_weights(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    """Ridge coefficients of ``y`` on the columns of ``z`` with an unpenalised intercept (closed form).
-
-    Equals ``sklearn.linear_model.Ridge(alpha).fit(z, y).coef_``.
-    """
-    z = np.asarray(z, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    zc = z - z.mean(axis=0)
-    yc = y - y.mean()
-    return np.linalg.solve(zc.T @ zc + alpha * np.eye(z.shape[1]), zc.T @ yc)
-
-
-def fit_combined(
-    x: np.ndarray,
-    features: Sequence[str],
-    method: str,
-    stats: CombinedStats | None = None,
-    dice: np.ndarray | None = None,
-    weighting: str = "equal",
-    alpha: float = 1.0,
-) -> CombinedStats:
-    """Fit (or extend) the combined-score statistics for one method from ``x`` ``(n_cases, n_features)``.
-
-    With ``weighting="learned"``, ``dice`` (one true Dice per case, ``nan`` where unknown) gives ridge weights of
-    ``1 - Dice`` on the z-scores over the cases that have a Dice; otherwise every weight is ``1 / n_features``.
-    """
-    if stats is None:
-        stats = CombinedStats(features=list(features), weighting=weighting, alpha=alpha)
-    mean, std = zscore_fit(x)
-    z = zscore_apply(x, mean, std)
-    if weighting == "learned":
-        if dice is None:
-            raise ValueError("learned weights need the true Dice of the cases")
-        d = np.asarray(dice, dtype=np.float64)
-        ok = np.isfinite(d)
-        if ok.sum() < len(features) + 2:
-            raise ValueError(
-                f"learned weights for {len(features)} features need at least {len(features) + 2} cases with a "
-                f"reference; method {method!r} has {int(ok.sum())}"
-            )
-        w = ridge_weights(z[ok], 1.0 - d[ok], alpha)
-    elif weighting == "equal":
-        w = np.full(len(features), 1.0 / len(features))
-    else:
-        raise ValueError(f"weighting must be 'equal' or 'learned', got {weighting!r}")
-    stats.methods[method] = {"mean": mean.tolist(), "std": std.tolist(), "weights": w.tolist()}
-    stats.n_cases[method] = int(x.shape[0])
-    return stats
-
-
-def apply_combined(x: np.ndarray, stats: CombinedStats, method: str) -> np.ndarray:
-    """Combined score per case, ``Σ_j w_j (x_j - mean_j) / std_j``, with the saved statistics of ``method``."""
-    if method not in stats.methods:
-        raise KeyError(method)
-    s = stats.methods[method]
-    z = zscore_apply(x, np.asarray(s["mean"]), np.asarray(s["std"]))
-    return z @ np.asarray(s["weights"])
-
-
-def wide_table(long: pd.DataFrame) -> pd.DataFrame:
-    """One row per case, one column per ``method.measure.region`` (columns sorted), from the long table."""
-    if long.empty:
-        return pd.DataFrame({"case": []})
-    key = long["method"] + "." + long["measure"] + "." + long["region"]
-    wide = long.assign(feature=key).pivot(index="case", columns="feature", values="value")
-    wide = wide.reindex(sorted(wide.columns), axis=1)
-    wide.columns.name = None
-    return wide.reset_index()
-
-
-def correlation_table(long: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
-    """Pearson and Spearman of every feature with every quality metric, over the cases that have both.
-
-    ``long``: the long feature table; ``quality``: columns ``case`` and one per metric (e.g. ``dice, iou, hd95``).
-    Returns ``method, measure, region, metric, n, pearson, spearman``, sorted by metric, then by decreasing
-    ``|spearman|`` (undefined correlations last).
-    """
-    from uqseg_cli.metrics.regression import pearson, spearman
-
-    metrics = [c for c in quality.columns if c != "case"]
-    q = quality.set_index("case")
-    rows = []
-    for (method, measure, region), grp in long.groupby(["method", "measure", "region"], sort=True):
-        g = grp.set_index("case")["value"]
-        for metric in metrics:
-            both = pd.concat([g, q[metric]], axis=1, join="inner").dropna()
-            a, b = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
-            rows.append(
-                {
-                    "method": method,
-                    "measure": measure,
-                    "region": region,
-                    "metric": metric,
-                    "n": int(len(both)),
-                    "pearson": pearson(a, b) if len(both) >= 2 else math.nan,
-                    "spearman": spearman(a, b) if len(both) >= 2 else math.nan,
-                }
-            )
-    out = pd.DataFrame(rows, columns=["method", "measure", "region", "metric", "n", "pearson", "spearman"])
-    out["_key"] = -out["spearman"].abs().fillna(-1.0)
-    out = out.sort_values(["metric", "_key", "method", "measure", "region"], kind="mergesort").drop(columns="_key")
-    return out.reset_index(drop=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# reading a whole uncertainty file (the edge between the store and the maths above)
-
-
 def num_classes_of(view) -> int:
     """K of one case: the class axis of ``probabilities`` (read from the dataset shape only), else labels + 1."""
     if view.has("probabilities"):
@@ -418,7 +240,7 @@ def case_quality(view, with_hd95: bool = True) -> dict[str, float] | None:
 
     ``with_hd95=False`` skips the (for large volumes costly) surface distances and reports ``hd95`` as ``nan``.
     """
-    from uqseg_cli.quality.targets import overlap_per_class, segmentation_quality
+    from uqseg_cli.metrics.overlap import overlap_per_class, segmentation_quality
 
     if not view.has("reference"):
         return None
@@ -494,38 +316,3 @@ def feature_matrix(long: pd.DataFrame, method: str, features: Sequence[str], cas
     table = sub.assign(feature=key).pivot_table(index="case", columns="feature", values="value", dropna=False)
     table = table.reindex(index=list(cases), columns=list(features))
     return table.to_numpy(dtype=np.float64)
-
-
-def add_combined(
-    long: pd.DataFrame,
-    features: Sequence[str],
-    region_label: str,
-    stats: CombinedStats | None = None,
-    dice: Mapping[str, float] | None = None,
-    weighting: str = "equal",
-    alpha: float = 1.0,
-) -> tuple[pd.DataFrame, CombinedStats]:
-    """Append ``measure="combined"`` rows (one per case and method) to the long table.
-
-    With ``stats`` given, its saved z-score statistics and weights are reused as they are (a later batch on the
-    same scale); otherwise they are fitted on this batch (``dice``: case → true Dice, for learned weights).
-    """
-    features = list(features)
-    new_stats = stats is None
-    if new_stats:
-        stats = CombinedStats(features=features, weighting=weighting, alpha=alpha)
-    elif list(stats.features) != features:
-        features = list(stats.features)
-    extra = []
-    for method in sorted(long["method"].unique()):
-        cases = sorted(long.loc[long["method"] == method, "case"].unique())
-        x = feature_matrix(long, method, features, cases)
-        if new_stats:
-            d = np.array([dice.get(c, np.nan) if dice else np.nan for c in cases])
-            fit_combined(x, features, method, stats, dice=d, weighting=weighting, alpha=alpha)
-        elif method not in stats.methods:
-            raise KeyError(f"the statistics have no method {method!r} (they have {', '.join(stats.methods)})")
-        score = apply_combined(x, stats, method)
-        extra.extend((c, method, "combined", region_label, float(v)) for c, v in zip(cases, score, strict=True))
-    out = pd.concat([long, pd.DataFrame(extra, columns=LONG_COLUMNS)], ignore_index=True)
-    return out, stats

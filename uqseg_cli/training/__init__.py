@@ -1,0 +1,1 @@
+"""Training the segmentation networks: data (slices, patches, splits), augmentation and the loop."""
