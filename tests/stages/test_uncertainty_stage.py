@@ -42,3 +42,20 @@ def test_options_validate_and_config_is_derived_from_fields():
         "epkl_pairs": "distinct",
         "dtype": "float16",
     }
+
+
+def test_the_example_in_docs_architecture_runs(tmp_path, monkeypatch, capsys):
+    """The five-line Python example of docs/architecture.md runs as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(from uqseg_cli\.stages.*?)```", doc, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    make_predict(tmp_path / "predict.h5", n_cases=2)
+    make_members(tmp_path / "seg.pt", 2)
+    assert run_cli("sample", "-m", "seg.pt", "-T", "3", "-q") == 0
+    exec(compile(code, "docs/architecture.md", "exec"), {})
+    assert "['case00', 'case01'] {}" in capsys.readouterr().out
+    with h5py.File(tmp_path / "unc.h5") as f:
+        assert set(f["cases/case00/tta"]) == {"entropy", "mean_segmentation"}
