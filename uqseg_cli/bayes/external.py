@@ -72,72 +72,33 @@ def write_sums(group, res: AccumulatedSums, attrs: dict, write_array) -> None:
         group.attrs[k] = v
 
 
-def sample_files_stage(
-    parent: Path,
-    sources: Sequence[str],
-    output: Path,
+def sample_files_case(
+    group,
+    case_id: str,
+    files: Sequence[Path],
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    num_classes: int,
     *,
+    write_array,
+    image_affine: np.ndarray | None = None,
+    segmentation: np.ndarray | None = None,
     keep_samples: bool = False,
-    num_parts: int | None = None,
-    part_id: int | None = None,
-    overwrite: bool = False,
-    quiet: bool = False,
-):
-    """``uqseg sample --method files``: one samples.h5 group ``files`` per case of ``parent`` (predict.h5)."""
-    from uqseg_cli.errors import InputError, UqsegError
-    from uqseg_cli.io.predictions import match_predictions
-    from uqseg_cli.io.runner import StageRun, run_stage
-    from uqseg_cli.io.sharding import plan_from_parent
-    from uqseg_cli.io.store import StageFile, relpath, write_array
-    from uqseg_cli.progress import log
+) -> None:
+    """Group ``files`` of one case under ``group`` (``/cases/<id>`` of samples.h5): the sums over the external
+    predictions ``files`` (one per sample), with every sample too when ``keep_samples``."""
+    g = group.create_group(METHOD)
+    sink = None
+    if keep_samples:
+        ds = g.create_dataset("samples", shape=(len(files), num_classes, *shape), dtype=np.float16,
+                              chunks=(1, 1, *(min(s, 64) for s in shape)), compression="gzip",
+                              compression_opts=4, shuffle=True)
 
-    folders = [Path(s) for s in sources]
-    if not folders:
-        raise UqsegError("--method files needs --from FOLDER[,FOLDER...] (one folder of predictions per sample)")
-    with StageFile(parent, expect_stage="predict") as pf:
-        case_ids, n_parts, p_id = plan_from_parent(pf, num_parts, part_id)
-        found = [match_predictions(f, case_ids) for f in folders]
-        config = {
-            "methods": [METHOD],
-            "T": {METHOD: len(folders)},
-            "sources": [relpath(f, Path(output).resolve().parent) for f in folders],
-            "prob_floor": PROB_FLOOR,
-            "keep_samples": bool(keep_samples),
-            "class_names": list(pf.config.get("class_names", [])),
-            "agreement": 1,  # votes + overlap_volumes, as the checkpoint samplers write them
-        }
+        def sink(t0, index, p, ds=ds):
+            ds[(slice(t0, t0 + p.shape[0]), slice(None), *index)] = p.numpy().astype(np.float16)
 
-        def process(case_id: str, group) -> None:
-            cv = pf.case(case_id)
-            probs = cv.dataset("probabilities")
-            K, shape = int(probs.shape[0]), tuple(int(s) for s in probs.shape[1:])
-            affine = cv.attr("affine", None)
-            spacing = cv.spacing
-            if len(spacing) != len(shape):
-                raise InputError(f"{parent}: case {case_id}: spacing {spacing} does not match the grid {shape}")
-            group.attrs["spacing"] = list(spacing)
-            g = group.create_group(METHOD)
-            sink = None
-            if keep_samples:
-                ds = g.create_dataset("samples", shape=(len(folders), K, *shape), dtype=np.float16,
-                                      chunks=(1, 1, *(min(s, 64) for s in shape)), compression="gzip",
-                                      compression_opts=4, shuffle=True)
-
-                def sink(t0, index, p, ds=ds):
-                    ds[(slice(t0, t0 + p.shape[0]), slice(None), *index)] = p.numpy().astype(np.float16)
-
-            res, formats = accumulate_files(
-                case_id, [f[case_id] for f in found], shape, spacing, K,
-                image_affine=None if affine is None else np.asarray(affine), sample_sink=sink,
-                segmentation=cv.get("segmentation") if cv.has("segmentation") else None,
-            )
-            write_sums(g, res, {"T": res.T, "files": [str(f[case_id]) for f in found], "formats": formats},
-                       write_array)
-
-        run = StageRun(stage="sample", out=output, config=config, case_ids=case_ids, parent=parent,
-                       num_parts=n_parts, part_id=p_id, overwrite=overwrite, quiet=quiet)
-        log(f"sampling files (T={len(folders)}: {', '.join(str(f) for f in folders)}) for {len(case_ids)} case(s)",
-            quiet)
-        result = run_stage(run, process)
-    log(f"wrote {result.out}", quiet)
-    return result
+    res, formats = accumulate_files(
+        case_id, files, shape, spacing, num_classes, image_affine=image_affine, sample_sink=sink,
+        segmentation=segmentation,
+    )
+    write_sums(g, res, {"T": res.T, "files": [str(f) for f in files], "formats": formats}, write_array)

@@ -9,6 +9,7 @@ import typer
 
 from uqseg_cli.errors import EXIT_CASE_FAILED, UqsegError
 from uqseg_cli.stages.base import input_or_default as default_input  # noqa: F401  (the stages' rule)
+from uqseg_cli.stages.device import resolve_device  # noqa: F401  (the stages resolve --device too)
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images (or slices/patches) per forward pass.")]
@@ -100,25 +101,6 @@ def stage_json(result, **extra) -> None:
             **extra,
         }
     )
-
-
-def resolve_device(name: str):
-    """`auto` → cuda if available else cpu; validates `cuda[:N]` against the machine."""
-    import torch
-
-    name = name.strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UqsegError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UqsegError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return dev
-    raise UqsegError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def finish(result=None, *, failed=None) -> None:

@@ -1,4 +1,4 @@
-"""`uqseg merge`: join the part files of a sharded stage."""
+"""`uqseg merge`: join the part files of a sharded stage (stages/merge.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from uqseg_cli.cli.common import JsonOut, Overwrite, Quiet, emit_json
-from uqseg_cli.io.merge import find_parts, merge_parts
-from uqseg_cli.progress import log
 
 
 def merge(
@@ -32,15 +30,13 @@ def merge(
       uqseg merge -o predict.h5                      # finds predict.part*-of-N.h5
       uqseg merge samples.part0-of-2.h5 samples.part1-of-2.h5 -o samples.h5
     """
-    paths = list(parts) if parts else find_parts(out)
-    summary = merge_parts(paths, out, allow_missing=allow_missing, overwrite=overwrite)
+    from uqseg_cli.stages.base import Report
+    from uqseg_cli.stages.merge import MergeOptions, run
+
+    options = MergeOptions(parts=parts or [], output=out, allow_missing=allow_missing, overwrite=overwrite)
+    result = run(options, Report(quiet or as_json))  # --json: the summary on stdout, no line on stderr
     if as_json:
-        emit_json(summary)
-    else:
-        log(
-            f"merged {summary['parts']} part(s), {summary['cases']} case(s) of stage {summary['stage']} into {out}",
-            quiet,
-        )
+        emit_json(result.summary)
 
 
 def register(app: typer.Typer) -> None:
