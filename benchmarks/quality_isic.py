@@ -193,7 +193,7 @@ def dice_of(work: Path, part: str) -> pd.Series:
         return pd.read_csv(cache, index_col="case")["dice"]
     import h5py
 
-    from uqseg_cli.metrics.dice import dice_per_class
+    from uqseg_cli.metrics.overlap import dice_per_class
 
     rows = {}
     with h5py.File(work / f"predict_{part}.h5", "r") as fh:

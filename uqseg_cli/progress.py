@@ -4,6 +4,9 @@ One implementation for every long step: :class:`Progress` counts units (cases, e
 a bar with the time remaining on a terminal, or a plain line ``uqseg <label>: i/N <what> (elapsed, ETA)`` at least
 every ``interval`` seconds (and for the first and last unit and every failure) when standard error is not a
 terminal. :class:`FitProgress` counts model fits made of epochs (``score``'s cross-fitted CNNs).
+
+This is the only progress implementation (``tqdm`` is not a dependency): its plain lines stay readable in log
+files and SLURM output, where a redrawn bar would leave carriage-return noise.
 """
 
 from __future__ import annotations

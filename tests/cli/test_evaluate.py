@@ -25,7 +25,7 @@ from uqseg_cli.cli.app import app
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.io.store import write_array, write_root
 from uqseg_cli.metrics import calibration as cal
-from uqseg_cli.metrics.dice import dice
+from uqseg_cli.metrics.overlap import dice
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ["background", "liver", "kidney"]

@@ -76,3 +76,12 @@ def test_summary_threshold():
 def test_length_mismatch():
     with pytest.raises(ValueError, match="length mismatch"):
         pearson([1, 2], [1, 2, 3])
+
+
+def test_non_finite_nan():
+    """A missing value gives nan (before: Pearson clipped nan to 1.0 and Spearman ranked nan last)."""
+    y = [0.1, 0.5, np.nan, 0.9]
+    p = [0.2, 0.4, 0.6, 0.8]
+    for f in (pearson, spearman, r2_score):
+        assert math.isnan(f(y, p)) and math.isnan(f(p, y))
+    assert math.isnan(r2_score([0.1, 0.2], [0.1, np.inf]))

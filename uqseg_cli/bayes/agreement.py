@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from uqseg_cli.metrics.overlap import dice_from_counts
+
 
 def foreground_votes(votes: np.ndarray, T: int) -> np.ndarray:
     """Per voxel, the number of samples whose argmax is any foreground class: ``T - votes[0]`` (int64)."""
@@ -52,19 +54,14 @@ def pairwise_dice(fg_votes: np.ndarray, T: int, sample_sizes: np.ndarray) -> flo
 
 def dice_to_final(sample_sizes: np.ndarray, overlaps: np.ndarray, final_size: float) -> float:
     """Mean over samples of Dice(A_t, S) from ``|A_t|`` ``(T,)``, ``|A_t ∩ S|`` ``(T,)`` and ``|S|`` (one unit)."""
-    a = np.asarray(sample_sizes, dtype=np.float64)
-    o = np.asarray(overlaps, dtype=np.float64)
-    den = a + float(final_size)
-    d = np.where(den > 0, 2.0 * o / np.where(den > 0, den, 1.0), 1.0)
-    return float(d.mean())
+    return float(dice_from_counts(overlaps, sample_sizes, float(final_size)).mean())
 
 
 def soft_dice(mean_fg_prob: np.ndarray, seg_fg: np.ndarray) -> float:
     """``2 Σ p̄ S / (Σ p̄ + |S|)`` for the mean foreground probability and the binary segmentation; 1.0 if both 0."""
     p = np.asarray(mean_fg_prob, dtype=np.float64)
     s = np.asarray(seg_fg, dtype=bool)
-    den = float(p.sum()) + float(s.sum())
-    return 1.0 if den <= 0 else float(2.0 * p[s].sum() / den)
+    return dice_from_counts(p[s].sum(), float(p.sum()), float(s.sum()))
 
 
 def agreement_features(

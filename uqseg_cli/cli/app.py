@@ -186,7 +186,11 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    debug: bool = typer.Option(
+        False, "--debug",
+        help="Show full tracebacks on errors (also for each failed case). Environment form: UQSEG_DEBUG=1 "
+        "(e.g. in a SLURM job script).",
+    ),
 ) -> None:
     """Uncertainty-aware segmentation quality prediction (2D photos and 3D CT)."""
     if debug:

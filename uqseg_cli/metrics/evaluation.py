@@ -7,12 +7,18 @@ sums (one row per rater, variant, class and bin) from which :func:`pooled_calibr
 exactly, however the cases were split over shards. :func:`summarize` condenses the per-case rows into mean, std and
 median per method, class and metric. No file handling here: :func:`evaluate_case` reads the arrays it is given
 (numpy arrays or h5py datasets) slab by slab along the first spatial axis, so memory stays bounded on large CT.
+
+The pieces follow torchmetrics' functional layer: *validate* (:func:`_validate_case`, the per-slab value checks),
+*update* (:func:`_slab_sums` turns a slab into an additive :class:`CaseSums`: per rater :class:`RaterSums`, per
+foreground class :class:`ClassCounts`; slabs add up with ``+``), *compute* (:func:`rater_calibration` for the ECE
+family from the bins, :func:`class_row`, :func:`all_row`, :func:`case_bin_rows`; Dice from counts by
+:func:`uqseg_cli.metrics.overlap.dice_from_counts`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -29,6 +35,7 @@ from uqseg_cli.metrics.multirater import (
     soft_labels,
     voxel_volume_ml,
 )
+from uqseg_cli.metrics.overlap import dice_from_counts
 
 PROTOCOLS = ("uqseg", "curvas2024")
 #: number of bins the CURVAS 2024 evaluation uses for its top-label ECE
@@ -234,19 +241,6 @@ def _crop_box_slabbed(image: object, step: int) -> tuple[slice, slice]:
     return curvas_crop_box(plane[None])
 
 
-class _Sums:
-    """Additive per-case accumulators (one per voxel statistic)."""
-
-    def __init__(self) -> None:
-        self.v: dict = {}
-
-    def add(self, key: object, value: object) -> None:
-        self.v[key] = value if key not in self.v else self.v[key] + value
-
-    def get(self, key: object, default: object = 0) -> object:
-        return self.v.get(key, default)
-
-
 def evaluate_case(
     inp: CaseInput, class_names: Sequence[str], opts: EvalOptions, slab_voxels: int = SLAB_VOXELS
 ) -> tuple[list[dict], list[dict]]:
@@ -263,8 +257,23 @@ def evaluate_case(
     seg_src = None if inp.segmentation is None else _lazy(inp.segmentation)
     _check_shapes(inp, p_src, r_src, seg_src, k_all)
     spatial = _shape(p_src)[1:]
-    n0 = spatial[0]
     step = max(1, int(slab_voxels) // max(1, int(np.prod(spatial[1:], dtype=np.int64))))
+    voxel_ml, region, sv = _validate_case(inp, p_src, r_src, seg_src, k_all, opts, step)
+    state = _accumulate(inp, p_src, r_src, seg_src, k_all, opts, region, step)
+    return _finish(inp, class_names, opts, state, voxel_ml, sv)
+
+
+# -- validate ------------------------------------------------------------------------------------------------------
+
+
+def _validate_case(inp: CaseInput, p_src: object, r_src: object, seg_src: object, k_all: int, opts: EvalOptions,
+                   step: int) -> tuple[float, list[slice], np.ndarray | None]:
+    """The checks that need no voxel values (segmentation shape, spacing, the curvas2024 image, the ensemble CRPS
+    sample volumes). A failure first runs the full value checks, so that bad values are reported before a bad
+    option, as a whole-array check would. Returns the voxel volume (ml), the evaluated region (one slice per
+    spatial axis: the curvas2024 in-plane crop) and the sample volumes ``(T, K)`` (None without the ensemble CRPS).
+    """
+    spatial = _shape(p_src)[1:]
 
     def fail_after_validation(msg: str) -> None:
         _validate_full(inp, p_src, r_src, seg_src, k_all, step)
@@ -286,8 +295,8 @@ def evaluate_case(
         if inp.image is None:
             fail_after_validation(f"case {inp.case_id}: the curvas2024 protocol needs the image (for its crop)")
         region[-2], region[-1] = _crop_box_slabbed(inp.image, step)
-    need_ens = "ensemble" in opts.crps_modes
-    if need_ens:
+    sv = None
+    if "ensemble" in opts.crps_modes:
         if inp.sample_volumes is None:
             fail_after_validation(
                 f"case {inp.case_id}: the ensemble CRPS needs per-sample volumes (a samples.h5 input)"
@@ -295,16 +304,16 @@ def evaluate_case(
         sv = np.asarray(inp.sample_volumes, dtype=np.float64)
         if sv.ndim != 2 or sv.shape[1] != k_all:
             fail_after_validation(f"case {inp.case_id}: sample volumes have shape {sv.shape}, expected (T, {k_all})")
+    return voxel_ml, region, sv
 
-    n_raters = _shape(r_src)[0]
-    nb = opts.n_bins
-    acc = _Sums()
-    ace_conf: list[np.ndarray] = []
-    ace_correct: list[list[np.ndarray]] = [[] for _ in range(n_raters)]
-    row_counts: dict[int, list[list[np.ndarray]]] = {k: [[], [], []] for k in range(1, k_all)}
-    n_vox = 0
+
+def _accumulate(inp: CaseInput, p_src: object, r_src: object, seg_src: object, k_all: int, opts: EvalOptions,
+                region: list[slice], step: int) -> CaseSums:
+    """Read the case slab by slab (value checks per slab; the full checks on the first bad slab), restrict each
+    slab to the region (and apply the curvas2024 background rule), and add up its :class:`CaseSums`."""
+    state: CaseSums | None = None
     r0 = region[0]
-    for a, b in _slabs(n0, step):
+    for a, b in _slabs(_shape(p_src)[1], step):
         p_raw = np.asarray(p_src[:, a:b], dtype=np.float64)  # type: ignore[index]
         r_raw = np.asarray(r_src[:, a:b])  # type: ignore[index]
         if not _slab_ok(p_raw, r_raw, k_all):
@@ -320,77 +329,209 @@ def evaluate_case(
         raters = r_raw[(slice(None), *local)]
         if opts.protocol == "curvas2024":
             p = np.concatenate([np.clip(1.0 - p[1:].sum(axis=0), 0.0, 1.0)[None], p[1:]], axis=0)
-        n_vox += seg.size
-        _slab_sums(acc, p, seg, raters, k_all, nb, ace_conf, ace_correct, row_counts)
+        slab = _slab_sums(p, seg, raters, opts.n_bins)
+        state = slab if state is None else state + slab
+    if state is None:  # no voxel in the evaluated region
+        state = CaseSums.empty(_shape(r_src)[0], k_all, opts.n_bins)
+    return state
 
-    return _finish(inp, class_names, opts, acc, n_vox, voxel_ml, n_raters, ace_conf, ace_correct, row_counts,
-                   sv if need_ens else None)
+
+# -- update: additive per-slab state -------------------------------------------------------------------------------
 
 
-def _slab_sums(acc: _Sums, p: np.ndarray, seg: np.ndarray, raters: np.ndarray, k_all: int, nb: int,
-               ace_conf: list, ace_correct: list, row_counts: dict) -> None:
-    """Add one slab's voxel statistics to ``acc`` (and the ACE / row-wise Dice collections)."""
+@dataclass
+class RaterSums:
+    """Additive calibration sums of one case against one rater.
+
+    ``toplabel`` / ``toplabel_fg``: top-label bins over every voxel / over the foreground region (predicted or any
+    rater foreground); ``classwise[k]``: bins of ``p_k`` against ``rater == k`` over every voxel; ``classwise_fg[k]``
+    the same over the region of class ``k`` (predicted or any rater says ``k``; None for the background);
+    ``brier``, ``log_lik``, ``brier_class[k]``: voxel sums of the multiclass Brier score, of ``log p_label`` and of
+    the binary Brier score of class ``k``.
+    """
+
+    toplabel: cal.BinSums
+    toplabel_fg: cal.BinSums
+    classwise: list[cal.BinSums]
+    classwise_fg: list[cal.BinSums | None]
+    brier: float
+    log_lik: float
+    brier_class: list[float]
+
+    @classmethod
+    def empty(cls, k_all: int, n_bins: int) -> RaterSums:
+        e = cal.BinSums.empty
+        return cls(e(n_bins), e(n_bins), [e(n_bins) for _ in range(k_all)],
+                   [None] + [e(n_bins) for _ in range(1, k_all)], 0, 0, [0] * k_all)
+
+    def __add__(self, o: RaterSums) -> RaterSums:
+        return RaterSums(
+            self.toplabel + o.toplabel,
+            self.toplabel_fg + o.toplabel_fg,
+            [a + b for a, b in zip(self.classwise, o.classwise, strict=True)],
+            [None if a is None else a + b for a, b in zip(self.classwise_fg, o.classwise_fg, strict=True)],
+            self.brier + o.brier,
+            self.log_lik + o.log_lik,
+            [a + b for a, b in zip(self.brier_class, o.brier_class, strict=True)],
+        )
+
+
+@dataclass
+class ClassCounts:
+    """Additive counts (voxels) and sums of one foreground class ``k``.
+
+    Consensus regions (``consensus_fg`` every rater says ``k``, ``consensus_bg`` none does, ``dissensus`` the
+    rest); the segmentation ``|S_k|`` and per rater ``|R_k|``, ``|S_k ∩ R_k|`` (``(R,)`` int64); the consensus Dice
+    counts (``kept`` = ``S_k`` without the dissensus, ``kept_inter`` = its overlap with the consensus foreground);
+    the majority vote ``|M_k|`` and ``|S_k ∩ M_k|``; the soft Dice sums ``Σ p_k``, ``Σ q_k``, ``Σ p_k q_k`` (``q``
+    the fraction of raters saying ``k``); ``Σ p_k`` over the consensus foreground / background (CURVAS
+    confidence); ``Σ (p_k - q_k)²``; and the CURVAS 2024 per-row counts ``(inter, pred, ref)``, one array per slab.
+    """
+
+    consensus_fg: int
+    dissensus: int
+    consensus_bg: int
+    seg: int
+    rater: np.ndarray
+    rater_inter: np.ndarray
+    kept: int
+    kept_inter: int
+    majority: int
+    majority_inter: int
+    prob: float
+    rater_frac: float
+    prob_frac: float
+    prob_consensus_fg: float
+    prob_consensus_bg: float
+    brier_soft: float
+    row_counts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+
+    @classmethod
+    def empty(cls, n_raters: int) -> ClassCounts:
+        z = np.zeros(n_raters, dtype=np.int64)
+        return cls(0, 0, 0, 0, z, z.copy(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ([], [], []))
+
+    def __add__(self, o: ClassCounts) -> ClassCounts:
+        vals = [getattr(self, f.name) + getattr(o, f.name) for f in fields(self) if f.name != "row_counts"]
+        rows = tuple(a + b for a, b in zip(self.row_counts, o.row_counts, strict=True))
+        return ClassCounts(*vals, row_counts=rows)  # type: ignore[arg-type]
+
+
+@dataclass
+class CaseSums:
+    """The whole additive state of one case: voxels counted, per rater :class:`RaterSums`, the soft-label Brier
+    sum, per foreground class :class:`ClassCounts` (``classes[k - 1]``), and the ACE inputs (top-label
+    confidences per slab, float32 when exact, and per rater the packed correctness bits per slab)."""
+
+    n_vox: int
+    raters: list[RaterSums]
+    brier_soft: float
+    classes: list[ClassCounts]
+    ace_conf: list[np.ndarray]
+    ace_correct: list[list[np.ndarray]]
+
+    @classmethod
+    def empty(cls, n_raters: int, k_all: int, n_bins: int) -> CaseSums:
+        return cls(0, [RaterSums.empty(k_all, n_bins) for _ in range(n_raters)], 0,
+                   [ClassCounts.empty(n_raters) for _ in range(1, k_all)], [], [[] for _ in range(n_raters)])
+
+    def __add__(self, o: CaseSums) -> CaseSums:
+        return CaseSums(
+            self.n_vox + o.n_vox,
+            [a + b for a, b in zip(self.raters, o.raters, strict=True)],
+            self.brier_soft + o.brier_soft,
+            [a + b for a, b in zip(self.classes, o.classes, strict=True)],
+            self.ace_conf + o.ace_conf,
+            [a + b for a, b in zip(self.ace_correct, o.ace_correct, strict=True)],
+        )
+
+
+def _rater_sums(p: np.ndarray, lab: np.ndarray, correct: np.ndarray, conf: np.ndarray, idx: np.ndarray,
+                fg_region: np.ndarray, class_idx: list[np.ndarray], class_region: list, nb: int) -> RaterSums:
+    """One slab's :class:`RaterSums` for the rater labels ``lab`` ``(*spatial)``; ``correct`` (top label equals
+    ``lab``), the top-label confidences, regions and bin indices come flat and precomputed."""
+    k_all = p.shape[0]
+    lab_flat = lab.ravel()
+    classwise, classwise_fg, brier_class = [], [None], []
+    for k in range(k_all):
+        pk = p[k].ravel()
+        yk = lab_flat == k
+        classwise.append(cal.bin_sums(pk, yk, nb, index=class_idx[k]))
+        if k > 0:
+            m = class_region[k]
+            classwise_fg.append(cal.bin_sums(pk[m], yk[m], nb, index=class_idx[k][m]))
+        brier_class.append(float(np.sum((p[k].astype(np.float64) - (lab == k)) ** 2)))
+    pk_lab = np.take_along_axis(p, lab.astype(np.int64)[None], axis=0)[0]
+    return RaterSums(
+        toplabel=cal.bin_sums(conf, correct, nb, index=idx),
+        toplabel_fg=cal.bin_sums(conf[fg_region], correct[fg_region], nb, index=idx[fg_region]),
+        classwise=classwise,
+        classwise_fg=classwise_fg,
+        brier=float(np.sum(np.sum((p - cal._as_soft(lab, p.shape)) ** 2, axis=0))),
+        log_lik=float(np.sum(np.log(np.maximum(pk_lab, cal.NLL_EPS)))),
+        brier_class=brier_class,
+    )
+
+
+def _class_counts(p: np.ndarray, seg: np.ndarray, raters: np.ndarray, k: int, soft_k: np.ndarray) -> ClassCounts:
+    """One slab's :class:`ClassCounts` of foreground class ``k``."""
     n_raters = raters.shape[0]
+    cons = consensus(raters, k)
+    seg_k = seg == k
+    votes = raters == k
+    kept = seg_k & ~cons.dissensus
+    mv = majority_vote(raters, k)
+    pk = p[k]
+    q = rater_fraction(raters, k)
+    inter, po, ro = curvas2024_row_counts(kept, cons.foreground)
+    return ClassCounts(
+        consensus_fg=int(np.count_nonzero(cons.foreground)),
+        dissensus=int(np.count_nonzero(cons.dissensus)),
+        consensus_bg=int(np.count_nonzero(cons.background)),
+        seg=int(np.count_nonzero(seg_k)),
+        rater=np.count_nonzero(votes.reshape(n_raters, -1), axis=1).astype(np.int64),
+        rater_inter=np.array([int(np.count_nonzero(seg_k & votes[r])) for r in range(n_raters)]),
+        kept=int(np.count_nonzero(kept)),
+        kept_inter=int(np.count_nonzero(kept & cons.foreground)),
+        majority=int(np.count_nonzero(mv)),
+        majority_inter=int(np.count_nonzero(seg_k & mv)),
+        prob=float(pk.sum()),
+        rater_frac=float(q.sum()),
+        prob_frac=float(np.sum(pk * q)),
+        prob_consensus_fg=float(pk[cons.foreground].sum()),
+        prob_consensus_bg=float(pk[cons.background].sum()),
+        brier_soft=float(np.sum((pk - soft_k) ** 2)),
+        row_counts=([inter], [po], [ro]),
+    )
+
+
+def _slab_sums(p: np.ndarray, seg: np.ndarray, raters: np.ndarray, nb: int) -> CaseSums:
+    """The :class:`CaseSums` of one slab: probabilities ``(K, *slab)``, segmentation and raters ``(R, *slab)``."""
+    k_all = p.shape[0]
     conf, pred = cal.top_label(p)
     conf_flat, pred_flat = conf.ravel(), pred.ravel()
     c32 = conf_flat.astype(np.float32)
-    ace_conf.append(c32 if np.array_equal(c32, conf_flat) else conf_flat.copy())
     idx = cal.bin_index(conf_flat, nb)
-    any_rater_fg = (raters != 0).any(axis=0).ravel()
-    fg_region = (pred_flat != 0) | any_rater_fg
+    fg_region = (pred_flat != 0) | (raters != 0).any(axis=0).ravel()
     class_idx = [cal.bin_index(p[k].ravel(), nb) for k in range(k_all)]
     class_region = [None] + [((pred_flat == k) | (raters == k).any(axis=0).ravel()) for k in range(1, k_all)]
-    for r in range(n_raters):
-        lab = raters[r].ravel()
-        correct = pred_flat == lab
-        ace_correct[r].append(np.packbits(correct))  # 1 bit per voxel until ACE is computed at the end
-        acc.add(("toplabel", r), cal.bin_sums(conf_flat, correct, nb, index=idx))
-        acc.add(("toplabel_fg", r), cal.bin_sums(conf_flat[fg_region], correct[fg_region], nb, index=idx[fg_region]))
-        acc.add(("brier", r), float(np.sum(np.sum((p - cal._as_soft(raters[r], p.shape)) ** 2, axis=0))))
-        pk_lab = np.take_along_axis(p, raters[r].astype(np.int64)[None], axis=0)[0]
-        acc.add(("nll", r), float(np.sum(np.log(np.maximum(pk_lab, cal.NLL_EPS)))))
-        for k in range(k_all):
-            pk = p[k].ravel()
-            yk = lab == k
-            acc.add(("class", r, k), cal.bin_sums(pk, yk, nb, index=class_idx[k]))
-            if k > 0:
-                m = class_region[k]
-                acc.add(("class_fg", r, k), cal.bin_sums(pk[m], yk[m], nb, index=class_idx[k][m]))
-            acc.add(("brier_class", r, k), float(np.sum((p[k].astype(np.float64) - (raters[r] == k)) ** 2)))
+    per_rater, packed = [], []
+    for lab in raters:
+        correct = pred_flat == lab.ravel()
+        packed.append([np.packbits(correct)])  # 1 bit per voxel and rater until ACE is computed at the end
+        per_rater.append(_rater_sums(p, lab, correct, conf_flat, idx, fg_region, class_idx, class_region, nb))
     soft = soft_labels(raters, k_all)
-    acc.add("brier_soft", float(np.sum(np.sum((p - soft) ** 2, axis=0))))
-    for k in range(1, k_all):
-        cons = consensus(raters, k)
-        seg_k = seg == k
-        acc.add(("n_fg", k), int(np.count_nonzero(cons.foreground)))
-        acc.add(("n_dis", k), int(np.count_nonzero(cons.dissensus)))
-        acc.add(("n_bg", k), int(np.count_nonzero(cons.background)))
-        acc.add(("n_seg", k), int(np.count_nonzero(seg_k)))
-        votes = raters == k
-        acc.add(("n_rater", k), np.count_nonzero(votes.reshape(n_raters, -1), axis=1).astype(np.int64))
-        acc.add(("n_inter", k), np.array([int(np.count_nonzero(seg_k & votes[r])) for r in range(n_raters)]))
-        kept = seg_k & ~cons.dissensus
-        acc.add(("cd_a", k), int(np.count_nonzero(kept)))
-        acc.add(("cd_ab", k), int(np.count_nonzero(kept & cons.foreground)))
-        mv = majority_vote(raters, k)
-        acc.add(("mv", k), int(np.count_nonzero(mv)))
-        acc.add(("mv_ab", k), int(np.count_nonzero(seg_k & mv)))
-        pk = p[k]
-        q = rater_fraction(raters, k)
-        acc.add(("sd_p", k), float(pk.sum()))
-        acc.add(("sd_q", k), float(q.sum()))
-        acc.add(("sd_pq", k), float(np.sum(pk * q)))
-        acc.add(("conf_fg", k), float(pk[cons.foreground].sum()))
-        acc.add(("conf_bg", k), float(pk[cons.background].sum()))
-        acc.add(("brier_class_soft", k), float(np.sum((pk - soft[k]) ** 2)))
-        inter, po, ro = curvas2024_row_counts(kept, cons.foreground)
-        row_counts[k][0].append(inter)
-        row_counts[k][1].append(po)
-        row_counts[k][2].append(ro)
+    return CaseSums(
+        n_vox=int(seg.size),
+        raters=per_rater,
+        brier_soft=float(np.sum(np.sum((p - soft) ** 2, axis=0))),
+        classes=[_class_counts(p, seg, raters, k, soft[k]) for k in range(1, k_all)],
+        ace_conf=[c32 if np.array_equal(c32, conf_flat) else conf_flat.copy()],
+        ace_correct=packed,
+    )
 
 
-def _dice_counts(sa: int, sb: int, inter: int) -> float:
-    return 1.0 if sa + sb == 0 else 2.0 * inter / (sa + sb)
+# -- compute: rows from the state -----------------------------------------------------------------------------------
 
 
 def _ace_from_parts(conf_parts: list[np.ndarray], correct_parts: list[list[np.ndarray]], n_bins: int) -> list[float]:
@@ -460,133 +601,158 @@ def _ace_from_parts(conf_parts: list[np.ndarray], correct_parts: list[list[np.nd
     return [float(np.sum(np.abs(counts[r] - cs)) / n) for r in range(len(correct_parts))]
 
 
-def _finish(inp: CaseInput, class_names: Sequence[str], opts: EvalOptions, acc: _Sums, n_vox: int, voxel_ml: float,
-            n_raters: int, ace_conf: list, ace_correct: list, row_counts: dict,
-            sv: np.ndarray | None) -> tuple[list[dict], list[dict]]:
-    k_all = len(class_names)
-    nb = opts.n_bins
-    base = {"case": inp.case_id, "method": inp.method}
-    bins_out: list[dict] = []
-    empty = cal.BinSums.empty(nb)
+@dataclass
+class RaterCalibration:
+    """The ECE family of one case against one rater, from its bins: top-label ECE / MCE, foreground-region ECE,
+    and per class ``(K,)`` the class-wise ECE and MCE and the class-region ECE (NaN for the background)."""
 
-    def add_bins(bs: cal.BinSums, rater: int, variant: str, cls: str, k: int) -> None:
-        lower, upper = bs.edges()
-        for i in range(len(bs.count)):
-            bins_out.append(
-                {
-                    "method": inp.method,
-                    "case": inp.case_id,
-                    "rater": rater,
-                    "variant": variant,
-                    "class": cls,
-                    "class_index": k,
-                    "bin": i,
-                    "lower": float(lower[i]),
-                    "upper": float(upper[i]),
-                    "count": float(bs.count[i]),
-                    "sum_confidence": float(bs.conf[i]),
-                    "sum_accuracy": float(bs.acc[i]),
-                }
-            )
+    ece: float
+    ece_fg: float
+    mce: float
+    class_ece: np.ndarray
+    class_mce: np.ndarray
+    class_fg_ece: np.ndarray
 
-    def mean_of(total: float) -> float:
-        return total / n_vox if n_vox else float("nan")
 
-    ace_r = _ace_from_parts(ace_conf, ace_correct, nb)
-    ece_r, ece_fg_r, mce_r, brier_r, nll_r = [], [], [], [], []
-    class_ece = np.zeros((n_raters, k_all))
-    class_mce = np.zeros((n_raters, k_all))
-    class_fg_ece = np.full((n_raters, k_all), np.nan)
-    for r in range(n_raters):
-        bs = acc.get(("toplabel", r), empty)
-        add_bins(bs, r, "toplabel", "all", -1)
-        ece_r.append(bs.ece())
-        mce_r.append(bs.mce())
-        bs_fg = acc.get(("toplabel_fg", r), empty)
-        add_bins(bs_fg, r, "toplabel_fg", "all", -1)
-        ece_fg_r.append(bs_fg.ece())
-        brier_r.append(float(mean_of(acc.get(("brier", r)))))
-        nll_r.append(float(-mean_of(acc.get(("nll", r)))))
-        for k in range(k_all):
-            bk = acc.get(("class", r, k), empty)
-            add_bins(bk, r, "class", class_names[k], k)
-            class_ece[r, k], class_mce[r, k] = bk.ece(), bk.mce()
+def rater_calibration(rs: RaterSums) -> RaterCalibration:
+    """:class:`RaterCalibration` of one rater's :class:`RaterSums`."""
+    return RaterCalibration(
+        ece=rs.toplabel.ece(),
+        ece_fg=rs.toplabel_fg.ece(),
+        mce=rs.toplabel.mce(),
+        class_ece=np.array([b.ece() for b in rs.classwise], dtype=np.float64),
+        class_mce=np.array([b.mce() for b in rs.classwise], dtype=np.float64),
+        class_fg_ece=np.array([np.nan if b is None else b.ece() for b in rs.classwise_fg], dtype=np.float64),
+    )
+
+
+def _bin_rows(method: str, case_id: str, bs: cal.BinSums, rater: int, variant: str, cls: str, k: int) -> list[dict]:
+    lower, upper = bs.edges()
+    return [
+        {
+            "method": method,
+            "case": case_id,
+            "rater": rater,
+            "variant": variant,
+            "class": cls,
+            "class_index": k,
+            "bin": i,
+            "lower": float(lower[i]),
+            "upper": float(upper[i]),
+            "count": float(bs.count[i]),
+            "sum_confidence": float(bs.conf[i]),
+            "sum_accuracy": float(bs.acc[i]),
+        }
+        for i in range(len(bs.count))
+    ]
+
+
+def case_bin_rows(method: str, case_id: str, class_names: Sequence[str], state: CaseSums) -> list[dict]:
+    """The per-bin rows of one case (``metrics.bins.csv``): per rater the top-label, foreground top-label, and per
+    class the class-wise and (foreground classes) class-region bins."""
+    out: list[dict] = []
+    for r, rs in enumerate(state.raters):
+        out += _bin_rows(method, case_id, rs.toplabel, r, "toplabel", "all", -1)
+        out += _bin_rows(method, case_id, rs.toplabel_fg, r, "toplabel_fg", "all", -1)
+        for k, name in enumerate(class_names):
+            out += _bin_rows(method, case_id, rs.classwise[k], r, "class", name, k)
             if k > 0:
-                bkf = acc.get(("class_fg", r, k), empty)
-                add_bins(bkf, r, "class_fg", class_names[k], k)
-                class_fg_ece[r, k] = bkf.ece()
-    all_row = {
-        **base,
+                out += _bin_rows(method, case_id, rs.classwise_fg[k], r, "class_fg", name, k)  # type: ignore[arg-type]
+    return out
+
+
+def _per_voxel(total: float, n_vox: int) -> float:
+    return total / n_vox if n_vox else float("nan")
+
+
+def all_row(state: CaseSums, cals: list[RaterCalibration], ace_r: list[float]) -> dict:
+    """The metrics of the row ``class = "all"``, averaged over raters (top-label calibration, Brier, NLL)."""
+    n = state.n_vox
+    return {
         "class": "all",
         "class_index": -1,
-        "n_raters": n_raters,
-        "ece": _nanmean(ece_r),
-        "ece_fg": _nanmean(ece_fg_r),
-        "mce": _nanmean(mce_r),
+        "n_raters": len(state.raters),
+        "ece": _nanmean([c.ece for c in cals]),
+        "ece_fg": _nanmean([c.ece_fg for c in cals]),
+        "mce": _nanmean([c.mce for c in cals]),
         "ace": _nanmean(ace_r),
-        "ece_classwise": float(np.mean(class_ece)),
-        "brier": float(np.mean(brier_r)),
-        "brier_soft": float(mean_of(acc.get("brier_soft"))),
+        "ece_classwise": float(np.mean(np.array([c.class_ece for c in cals]))),
+        "brier": float(np.mean([float(_per_voxel(rs.brier, n)) for rs in state.raters])),
+        "brier_soft": float(_per_voxel(state.brier_soft, n)),
         # NLL is linear in the target: its mean over raters equals the NLL against the mean rater label
-        "nll": float(np.mean(nll_r)),
+        "nll": float(np.mean([float(-_per_voxel(rs.log_lik, n)) for rs in state.raters])),
     }
 
-    rows = []
-    for k in range(1, k_all):
-        n_fg, n_dis, n_bg = acc.get(("n_fg", k)), acc.get(("n_dis", k)), acc.get(("n_bg", k))
-        n_union = n_fg + n_dis
-        n_seg = acc.get(("n_seg", k))
-        n_rater = acc.get(("n_rater", k), np.zeros(n_raters, dtype=np.int64))
-        n_inter = acc.get(("n_inter", k), np.zeros(n_raters, dtype=np.int64))
-        per_rater = [_dice_counts(n_seg, int(n_rater[r]), int(n_inter[r])) for r in range(n_raters)]
-        vols = n_rater.astype(np.float64) * voxel_ml
-        mu, sigma = crps_mod.fit_gaussian(vols)
-        v_pred = float(acc.get(("sd_p", k))) * voxel_ml
-        sd_denom = float(acc.get(("sd_p", k)) + acc.get(("sd_q", k)))
-        conf_k = (
-            float("nan") if n_fg == 0 or n_bg == 0
-            else ((1.0 - float(acc.get(("conf_bg", k)) / n_bg)) + float(acc.get(("conf_fg", k)) / n_fg)) / 2.0
-        )
-        rc = row_counts[k]
-        row = {
-            **base,
-            "class": class_names[k],
-            "class_index": k,
-            "n_raters": n_raters,
-            "consensus_voxels": n_fg,
-            "dissensus_voxels": n_dis,
-            "union_voxels": n_union,
-            "consensus_ratio": (n_fg / n_union) if n_union else float("nan"),
-            "dissensus_fraction": 0.0 if n_union == 0 else n_dis / n_union,
-            "dice_consensus": _dice_counts(acc.get(("cd_a", k)), n_fg, acc.get(("cd_ab", k))),
-            "dice_consensus_curvas": curvas2024_dice_from_row_counts(
-                *(np.concatenate(x) if x else np.zeros((0, 0)) for x in rc)
-            ),
-            "dice_rater_mean": float(np.mean(per_rater)),
-            "dice_rater_min": float(np.min(per_rater)),
-            "dice_rater_max": float(np.max(per_rater)),
-            "dice_majority": _dice_counts(n_seg, acc.get(("mv", k)), acc.get(("mv_ab", k))),
-            "soft_dice_mean_rater": 1.0 if sd_denom == 0.0 else 2.0 * float(acc.get(("sd_pq", k))) / sd_denom,
-            "confidence": conf_k,
-            "ece_class": float(np.mean(class_ece[:, k])),
-            "ece_class_fg": _nanmean(class_fg_ece[:, k]),
-            "mce_class": _nanmean(class_mce[:, k]),
-            "brier_class": float(np.mean([mean_of(acc.get(("brier_class", r, k))) for r in range(n_raters)])),
-            "brier_class_soft": float(mean_of(acc.get(("brier_class_soft", k)))),
-            "volume_pred_ml": v_pred,
-            "volume_seg_ml": float(n_seg) * voxel_ml,
-            "volume_rater_mean_ml": mu,
-            "volume_rater_std_ml": sigma,
-        }
-        for mode in opts.crps_modes:
-            if mode == "gaussian":
-                row[crps_column(mode)] = crps_mod.crps_gaussian(v_pred, mu, sigma)
-            elif mode == "curvas":
-                row[crps_column(mode)] = crps_mod.crps_curvas(v_pred, mu, sigma)
-            else:
-                row[crps_column(mode)] = crps_mod.crps_ensemble(vols, sv[:, k])  # type: ignore[index]
-        rows.append(row)
-    rows.append(all_row)
+
+def challenge_confidence_from_counts(cc: ClassCounts) -> float:
+    """:func:`multirater.challenge_confidence` from the sums of :class:`ClassCounts` (NaN without consensus
+    foreground or background)."""
+    if cc.consensus_fg == 0 or cc.consensus_bg == 0:
+        return float("nan")
+    return ((1.0 - float(cc.prob_consensus_bg / cc.consensus_bg)) + float(cc.prob_consensus_fg / cc.consensus_fg)) / 2.0
+
+
+def class_row(cc: ClassCounts, k: int, name: str, state: CaseSums, cals: list[RaterCalibration],
+              voxel_ml: float, crps_modes: Sequence[str], sample_volumes: np.ndarray | None) -> dict:
+    """The metrics of foreground class ``k``: consensus regions, the Dice variants, the CURVAS confidence, the
+    class-wise calibration averaged over raters, volumes and the volume CRPS."""
+    n_raters = len(state.raters)
+    n_union = cc.consensus_fg + cc.dissensus
+    per_rater = [dice_from_counts(int(cc.rater_inter[r]), cc.seg, int(cc.rater[r])) for r in range(n_raters)]
+    vols = cc.rater.astype(np.float64) * voxel_ml
+    mu, sigma = crps_mod.fit_gaussian(vols)
+    v_pred = float(cc.prob) * voxel_ml
+    row = {
+        "class": name,
+        "class_index": k,
+        "n_raters": n_raters,
+        "consensus_voxels": cc.consensus_fg,
+        "dissensus_voxels": cc.dissensus,
+        "union_voxels": n_union,
+        "consensus_ratio": (cc.consensus_fg / n_union) if n_union else float("nan"),
+        "dissensus_fraction": 0.0 if n_union == 0 else cc.dissensus / n_union,
+        "dice_consensus": dice_from_counts(cc.kept_inter, cc.kept, cc.consensus_fg),
+        "dice_consensus_curvas": curvas2024_dice_from_row_counts(
+            *(np.concatenate(x) if x else np.zeros((0, 0)) for x in cc.row_counts)
+        ),
+        "dice_rater_mean": float(np.mean(per_rater)),
+        "dice_rater_min": float(np.min(per_rater)),
+        "dice_rater_max": float(np.max(per_rater)),
+        "dice_majority": dice_from_counts(cc.majority_inter, cc.seg, cc.majority),
+        "soft_dice_mean_rater": dice_from_counts(float(cc.prob_frac), cc.prob, cc.rater_frac),
+        "confidence": challenge_confidence_from_counts(cc),
+        "ece_class": float(np.mean([c.class_ece[k] for c in cals])),
+        "ece_class_fg": _nanmean([c.class_fg_ece[k] for c in cals]),
+        "mce_class": _nanmean([c.class_mce[k] for c in cals]),
+        "brier_class": float(np.mean([_per_voxel(rs.brier_class[k], state.n_vox) for rs in state.raters])),
+        "brier_class_soft": float(_per_voxel(cc.brier_soft, state.n_vox)),
+        "volume_pred_ml": v_pred,
+        "volume_seg_ml": float(cc.seg) * voxel_ml,
+        "volume_rater_mean_ml": mu,
+        "volume_rater_std_ml": sigma,
+    }
+    for mode in crps_modes:
+        if mode == "gaussian":
+            row[crps_column(mode)] = crps_mod.crps_gaussian(v_pred, mu, sigma)
+        elif mode == "curvas":
+            row[crps_column(mode)] = crps_mod.crps_curvas(v_pred, mu, sigma)
+        else:
+            row[crps_column(mode)] = crps_mod.crps_ensemble(vols, sample_volumes[:, k])  # type: ignore[index]
+    return row
+
+
+def _finish(inp: CaseInput, class_names: Sequence[str], opts: EvalOptions, state: CaseSums, voxel_ml: float,
+            sample_volumes: np.ndarray | None) -> tuple[list[dict], list[dict]]:
+    """``(rows, bin_rows)`` of one case from its accumulated :class:`CaseSums`."""
+    base = {"case": inp.case_id, "method": inp.method}
+    bins_out = case_bin_rows(inp.method, inp.case_id, class_names, state)
+    ace_r = _ace_from_parts(state.ace_conf, state.ace_correct, opts.n_bins)
+    cals = [rater_calibration(rs) for rs in state.raters]
+    rows = [
+        {**base, **class_row(cc, k, class_names[k], state, cals, voxel_ml, opts.crps_modes, sample_volumes)}
+        for k, cc in enumerate(state.classes, start=1)
+    ]
+    rows.append({**base, **all_row(state, cals, ace_r)})
     return rows, bins_out
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uqseg_cli.metrics.dice import dice
+from uqseg_cli.metrics.overlap import dice, dice_from_counts
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,8 @@ def curvas2024_dice_from_row_counts(inter: np.ndarray, po: np.ndarray, ro: np.nd
     inter = np.asarray(inter, dtype=np.float64).reshape(-1, x)[:, 1:]
     po = np.asarray(po, dtype=np.float64).reshape(-1, x)[:, 1:]
     ro = np.asarray(ro, dtype=np.float64).reshape(-1, x)[:, 1:]
-    valid = ro > 0
-    d = np.divide(2.0 * inter, ro + po, out=np.zeros_like(ro), where=valid)
+    valid = ro > 0  # rows with an empty reference are ignored (not counted, not 1.0)
+    d = np.where(valid, dice_from_counts(inter, ro, po), 0.0)
     n_rows = valid.sum(axis=1)
     per_slice = np.divide(d.sum(axis=1), n_rows, out=np.zeros(d.shape[0]), where=n_rows > 0)
     n_slices = int(np.count_nonzero(n_rows))

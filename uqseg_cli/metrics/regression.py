@@ -2,7 +2,14 @@
 
 Pure functions on 1-D arrays of per-case values (``y_true`` the true quality, e.g. Dice; ``y_pred`` the predicted
 quality). Everything is computed in float64. Degenerate inputs give ``nan`` instead of a convention-dependent number:
-a correlation with a constant vector, R² with a constant target, any metric with fewer than two cases.
+a correlation with a constant vector, R² with a constant target, any metric with fewer than two cases, R² and the
+correlations with a missing (``nan``) or infinite value.
+
+R² comes from ``sklearn.metrics.r2_score`` and the ranks of Spearman from ``scipy.stats.rankdata`` (both give the
+same bits as the formulas here did). Pearson stays a formula of ours: ``scipy.stats.pearsonr`` normalises the
+centred vectors before the dot product and differs in the last bit for most inputs (measured: 1588 of 2000 random
+cases), which would change every ``pearson``/``spearman`` number written to ``scores*.csv`` and
+``correlations.csv``.
 """
 
 from __future__ import annotations
@@ -21,23 +28,24 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
 
 
 def r2_score(y_true, y_pred) -> float:
-    """Coefficient of determination ``1 - Σ(y - ŷ)² / Σ(y - ȳ)²`` (can be negative).
+    """Coefficient of determination ``1 - Σ(y - ŷ)² / Σ(y - ȳ)²`` (can be negative): ``sklearn.metrics.r2_score``,
+    except that a constant ``y_true`` (``Σ(y - ȳ)² = 0``), fewer than two cases or a non-finite value give ``nan``
+    (sklearn returns 1 or 0, warns, or raises)."""
+    from sklearn.metrics import r2_score as sk_r2
 
-    Equals ``sklearn.metrics.r2_score`` except that a constant ``y_true`` gives ``nan`` (sklearn returns 1 or 0).
-    """
     y, p = _pair(y_true, y_pred)
-    if y.size < 2:
+    if y.size < 2 or not (np.all(np.isfinite(y)) and np.all(np.isfinite(p))):
         return math.nan
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    if ss_tot == 0.0:
-        return math.nan
-    return 1.0 - float(np.sum((y - p) ** 2)) / ss_tot
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = float(sk_r2(y, p, force_finite=False))  # a zero denominator gives -inf or nan here
+    return r2 if math.isfinite(r2) else math.nan
 
 
 def pearson(x, y) -> float:
-    """Pearson correlation coefficient of two 1-D arrays (``nan`` if either is constant or n < 2)."""
+    """Pearson correlation coefficient of two 1-D arrays (``nan`` if either is constant, n < 2 or a value is not
+    finite)."""
     a, b = _pair(x, y)
-    if a.size < 2:
+    if a.size < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         return math.nan
     a = a - a.mean()
     b = b - b.mean()
@@ -48,27 +56,18 @@ def pearson(x, y) -> float:
 
 
 def rankdata(x) -> np.ndarray:
-    """Ranks 1..n of a 1-D array, ties get the average rank (as ``scipy.stats.rankdata(method='average')``)."""
-    a = np.asarray(x, dtype=np.float64).reshape(-1)
-    order = np.argsort(a, kind="mergesort")
-    sorted_a = a[order]
-    # start index of each run of equal values
-    new_run = np.empty(a.size, dtype=bool)
-    if a.size:
-        new_run[0] = True
-        new_run[1:] = sorted_a[1:] != sorted_a[:-1]
-    run_id = np.cumsum(new_run) - 1
-    starts = np.flatnonzero(new_run)
-    ends = np.append(starts[1:], a.size)  # exclusive
-    avg = (starts + ends - 1) / 2.0 + 1.0  # average of 1-based ranks start+1 .. end
-    ranks = np.empty(a.size, dtype=np.float64)
-    ranks[order] = avg[run_id]
-    return ranks
+    """Ranks 1..n of a 1-D array (float64), ties get the average rank: ``scipy.stats.rankdata(method='average')``."""
+    from scipy.stats import rankdata as sp_rankdata
+
+    return np.asarray(sp_rankdata(np.asarray(x, dtype=np.float64).reshape(-1), method="average"), dtype=np.float64)
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation: Pearson of the average ranks (``nan`` if either is constant or n < 2)."""
+    """Spearman rank correlation: Pearson of the average ranks (``nan`` if either is constant, n < 2 or a value is
+    not finite)."""
     a, b = _pair(x, y)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return math.nan
     return pearson(rankdata(a), rankdata(b))
 
 

@@ -83,6 +83,9 @@ def assign_folds(case_ids: Sequence[str], k: int, seed: int) -> list[list[str]]:
     if k < 2 or k > len(case_ids):
         raise UqsegError(f"--folds {k}: need 2 <= folds <= number of training cases ({len(case_ids)})")
     ids = sorted(case_ids)
+    # Not sklearn.model_selection.KFold(shuffle=True): it shuffles with the legacy RandomState and cuts contiguous
+    # blocks, so the same seed would give other folds; each member's held-out cases are recorded in its checkpoint
+    # (``fold_case_ids``) and a rerun with the same seed must deal the same folds.
     order = np.random.default_rng(case_seed(seed, "folds", "train")).permutation(len(ids))
     return [sorted(ids[i] for i in order[f::k]) for f in range(k)]
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.io.readers import Case, value_scale_for
-from uqseg_cli.metrics.dice import dice_per_class
+from uqseg_cli.metrics.overlap import mean_foreground_dice
 from uqseg_cli.models.base import SegModel
 from uqseg_cli.models.checkpoint import Checkpoint
 from uqseg_cli.models.inference import Predictor
@@ -169,11 +169,6 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     denom = p.sum(dims) + onehot.sum(dims)
     dice = (2 * inter + 1.0) / (denom + 1.0)
     return ce + (1 - dice[1:].mean())
-
-
-def mean_foreground_dice(seg: np.ndarray, ref: np.ndarray, num_classes: int) -> float:
-    """Mean Dice over classes 1..K-1 of one case (DESIGN §5 conventions: both empty = 1)."""
-    return float(dice_per_class(seg, ref, num_classes)[1:].mean())
 
 
 def validate(predictor: Predictor, cases: Sequence[Case]) -> float:
