@@ -109,4 +109,4 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from uqseg_cli.cli.common import finish\n")
     assert _imports(bad) == {"uqseg_cli.cli.common"}
-    assert _layer("uqseg_cli.cli.common") > _layer("uqseg_cli.metrics.dice")
+    assert _layer("uqseg_cli.cli.common") > _layer("uqseg_cli.metrics.overlap")
