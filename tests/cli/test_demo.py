@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from uqseg_cli.errors import UqsegError
 from uqseg_cli.explain.report import missing_references
 from uqseg_cli.io.store import StageFile
 
@@ -67,3 +69,26 @@ def test_demo_quick_runs_every_stage(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "exists and is not empty" in r.stderr
+
+
+def test_pipeline_steps_are_the_commands_a_user_types(tmp_path):
+    from uqseg_cli.cli.demo_run import DemoConfig, pipeline_steps, prepare_folder
+
+    cfg = DemoConfig.of(quick=True, epochs=3)
+    assert (cfg.cases, cfg.epochs, cfg.samples) == (16, 3, 3) and DemoConfig.of() == DemoConfig()
+    steps = pipeline_steps(Path("/d"), cfg, "cpu", quiet=True)
+    assert [argv[0] for _, argv in steps] == ["train", "predict", "sample", "uncertainty", "aggregate", "score",
+                                              "score", "evaluate", "explain"]
+    assert steps[0][1] == ["train", "-i", "/d/data/train.csv", "-m", "unet-small", "-o", "/d/seg.pt", "--members",
+                           "2", "--epochs", "3", "--input-size", "64x96", "--lr", "3e-3", "--val-fraction", "0.2",
+                           "--seed", "0", "--device", "cpu", "-q"]
+    assert steps[3][1] == ["uncertainty", "-i", "/d/samples.h5", "-o", "/d/uncertainty.h5", "-q"]
+    assert steps[6][1][3:5] == ["--framework", "seg-unc"] and steps[6][1][-3:] == ["--device", "cpu", "-q"]
+    assert all("-q" not in argv for _, argv in pipeline_steps(Path("/d"), cfg, "auto", quiet=False))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("")
+    prepare_folder(tmp_path / "empty", overwrite=False)  # absent: fine
+    with pytest.raises(UqsegError, match="exists and is not empty; pass --overwrite"):
+        prepare_folder(tmp_path / "x", overwrite=False)
+    prepare_folder(tmp_path / "x", overwrite=True)
+    assert not (tmp_path / "x").exists()

@@ -60,3 +60,19 @@ def test_merge_cli(tmp_path):
     assert json.loads(r.stdout)["cases"] == 5
     r = uqseg("info", str(out), "--json")
     assert json.loads(r.stdout)["cases_complete"] == 5
+
+
+def test_info_json_is_the_library_description(tmp_path):
+    from uqseg_cli.io.describe import describe_stage_file, journal_dir
+
+    out = tmp_path / "toy.h5"
+    toy_main([str(out), "3", "--fail", "case001"])
+    r = uqseg("info", str(out), "--json")
+    assert json.loads(r.stdout) == json.loads(json.dumps(describe_stage_file(out), default=str))
+    # an unfinished run: only its journal exists
+    unfinished = tmp_path / "run.h5"
+    journal_dir(unfinished).mkdir()
+    (journal_dir(unfinished) / "case000.h5").write_bytes(b"")
+    r = uqseg("info", str(unfinished))
+    assert r.returncode == 0 and "run in progress or interrupted; 1 case(s) in" in r.stdout
+    assert json.loads(uqseg("info", str(unfinished), "--json").stdout)["state"] == "in progress"

@@ -120,6 +120,29 @@ def polish_help(cmd) -> None:
         p.help = escape(text)
 
 
+def command_help(name: str, doc: str | None) -> str:
+    """The ``--help`` text of a stage: its line of ``SUMMARIES`` (the one place it is written), then the command's
+    docstring, which goes on from there without restating it (tests/cli/test_summaries.py)."""
+    return SUMMARIES[name] + (f"\n\n{doc}" if doc else "")
+
+
+def load_command(name: str) -> click.Command:
+    """Import the module of stage ``name``, register its command on a fresh Typer app and return the click command,
+    its help made of ``SUMMARIES`` and the docstring and polished (:func:`polish_help`)."""
+    sub = typer.Typer(
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        context_settings=CONTEXT_SETTINGS,
+    )
+    importlib.import_module(f"uqseg_cli.cli.{MODULES.get(name, name)}").register(sub)
+    cmd = typer.main.get_command(sub)
+    cmd = cmd.commands[name] if hasattr(cmd, "commands") else cmd
+    cmd.help = command_help(name, cmd.help)
+    polish_help(cmd)
+    return cmd
+
+
 class LazyStages(TyperGroup):
     """Stages in pipeline order, imported on first use."""
 
@@ -128,17 +151,7 @@ class LazyStages(TyperGroup):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in STAGES:
-            sub = typer.Typer(
-                rich_markup_mode="rich",
-                pretty_exceptions_enable=False,
-                add_completion=False,
-                context_settings=CONTEXT_SETTINGS,
-            )
-            importlib.import_module(f"uqseg_cli.cli.{MODULES.get(name, name)}").register(sub)
-            cmd = typer.main.get_command(sub)
-            cmd = cmd.commands[name] if hasattr(cmd, "commands") else cmd
-            polish_help(cmd)
-            self.commands[name] = cmd
+            self.commands[name] = load_command(name)
         return self.commands.get(name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -211,48 +224,63 @@ def _main() -> None:
     debug = "--debug" in sys.argv[1:] or os.environ.get("UQSEG_DEBUG") == "1"
     try:
         rc = app(standalone_mode=False)
-    except UqsegError as exc:
-        if debug:
-            raise
-        typer.echo(f"uqseg: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt as exc:
-        code = signals.exit_code(exc)
-        typer.echo("uqseg: terminated" if code != 130 else "uqseg: interrupted", err=True)
-        sys.exit(code)
     except SystemExit:
         raise
-    except OSError as exc:
-        if debug:
+    except (KeyboardInterrupt, Exception) as exc:
+        code = _failure(exc, debug)
+        if code is None:
             raise
-        if is_disk_full(exc):
-            typer.echo(f"uqseg: error: {disk_full_message(exc.filename or 'output', exc)}", err=True)
-            sys.exit(EXIT_CASE_FAILED)
-        where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"uqseg: error: {where}{exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except Exception as exc:
-        # click/typer usage errors carry their own message and exit code (2)
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
-            sys.exit(exc.exit_code)
-        name = type(exc).__name__
-        if name == "Abort":  # click turns KeyboardInterrupt (SIGINT, or SIGTERM via signals) into Abort
-            code = signals.exit_code(exc)
-            typer.echo("uqseg: terminated" if code != 130 else "uqseg: interrupted", err=True)
-            sys.exit(code)
-        if name == "Exit" and hasattr(exc, "exit_code"):
-            sys.exit(exc.exit_code)
-        if debug:
-            raise
-        if is_disk_full(exc):
-            typer.echo(f"uqseg: error: {disk_full_message('output', exc)}", err=True)
-            sys.exit(EXIT_CASE_FAILED)
-        first = (str(exc).strip().splitlines() or [""])[0]
-        typer.echo(f"uqseg: error: {name}: {first} (run with --debug for the traceback)", err=True)
-        sys.exit(EXIT_USAGE)
-    if rc in (130, 143):  # typer turns KeyboardInterrupt (SIGINT, SIGTERM via signals) into a quiet Exit(130)
-        code = signals.exit_code()
-        typer.echo("uqseg: terminated" if code != 130 else "uqseg: interrupted", err=True)
         sys.exit(code)
+    if rc in (130, 143):  # typer turns KeyboardInterrupt (SIGINT, SIGTERM via signals) into a quiet Exit(130)
+        sys.exit(_interrupted())
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _interrupted(exc: BaseException | None = None) -> int:
+    """Say that a signal ended the run; 130 (SIGINT) or 143 (SIGTERM)."""
+    code = signals.exit_code(exc)
+    typer.echo("uqseg: terminated" if code != 130 else "uqseg: interrupted", err=True)
+    return code
+
+
+def _failure(exc: BaseException, debug: bool) -> int | None:
+    """Say what went wrong in one line and return the exit code; None: let the exception through (``--debug``)."""
+    if isinstance(exc, UqsegError):
+        if debug:
+            return None
+        typer.echo(f"uqseg: error: {exc}", err=True)
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return _interrupted(exc)
+    if isinstance(exc, OSError):
+        return None if debug else _os_error(exc)
+    return _other_failure(exc, debug)
+
+
+def _os_error(exc: OSError) -> int:
+    if is_disk_full(exc):
+        typer.echo(f"uqseg: error: {disk_full_message(exc.filename or 'output', exc)}", err=True)
+        return EXIT_CASE_FAILED
+    where = f"{exc.filename}: " if exc.filename else ""
+    typer.echo(f"uqseg: error: {where}{exc.strerror or exc}", err=True)
+    return EXIT_USAGE
+
+
+def _other_failure(exc: BaseException, debug: bool) -> int | None:
+    """click/typer usage errors (their own message, exit 2), aborts and exits; anything else in one line."""
+    if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+        exc.show()
+        return exc.exit_code
+    name = type(exc).__name__
+    if name == "Abort":  # click turns KeyboardInterrupt (SIGINT, or SIGTERM via signals) into Abort
+        return _interrupted(exc)
+    if name == "Exit" and hasattr(exc, "exit_code"):
+        return exc.exit_code
+    if debug:
+        return None
+    if is_disk_full(exc):
+        typer.echo(f"uqseg: error: {disk_full_message('output', exc)}", err=True)
+        return EXIT_CASE_FAILED
+    first = (str(exc).strip().splitlines() or [""])[0]
+    typer.echo(f"uqseg: error: {name}: {first} (run with --debug for the traceback)", err=True)
+    return EXIT_USAGE

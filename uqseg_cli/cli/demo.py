@@ -1,16 +1,13 @@
-"""`uqseg demo`: run the whole pipeline on built-in synthetic data."""
+"""The ``uqseg demo`` command: options → cli/demo_run.py (which drives the stage commands)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import Device, JsonOut, Overwrite, Quiet, Threads, apply_threads
-from uqseg_cli.errors import UqsegError
+from uqseg_cli.cli.common import Device, JsonOut, Overwrite, Quiet, Threads, apply_threads, emit_json
 
 
 def demo(
@@ -23,25 +20,19 @@ def demo(
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Generate synthetic lesion photos with a reference and three raters, then run every stage on them:
-    train, predict, sample, uncertainty, aggregate, score, evaluate, explain. Prints what it found.
+    """Synthetic lesion photos with a reference and three raters go through train, predict, sample, uncertainty,
+    aggregate, score, evaluate and explain; then it prints what it found (and writes it to summary.json).
 
     Example: uqseg demo -o uqseg-demo && open uqseg-demo/explain/report.html
     """
-    from uqseg_cli.cli.demo_run import DemoConfig, print_summary, run_demo
+    from uqseg_cli.cli.demo_run import DemoConfig, prepare_folder, print_summary, run_demo, write_summary
 
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise UqsegError(f"{output}: exists and is not empty; pass --overwrite or choose another -o")
-        shutil.rmtree(output)
+    prepare_folder(output, overwrite)
     apply_threads(threads)
-    cfg = DemoConfig.quick() if quick else DemoConfig()
-    if epochs is not None:
-        cfg = DemoConfig(**{**cfg.__dict__, "epochs": epochs})
-    summary = run_demo(output, cfg, device=device, quiet=quiet)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = run_demo(output, DemoConfig.of(quick, epochs), device=device, quiet=quiet)
+    write_summary(output, summary)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        emit_json(summary)
     else:
         print_summary(summary)
 

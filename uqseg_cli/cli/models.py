@@ -1,4 +1,4 @@
-"""`uqseg models`: the registered segmentation architectures, parameter counts and input-size rules."""
+"""The ``uqseg models`` command: prints the table of models/describe.py."""
 
 from __future__ import annotations
 
@@ -8,32 +8,15 @@ from uqseg_cli.cli.common import JsonOut, emit_json
 
 
 def models(json_out: JsonOut = False) -> None:
-    """List the segmentation architectures with parameter counts (3 input channels, 2 classes) and the input
-    sizes they accept.
+    """Parameter counts are for 3 input channels and 2 classes.
 
     Examples:
       uqseg models
       uqseg models --json | jq '.[].name'
     """
-    import torch
+    from uqseg_cli.models.describe import describe_architectures
 
-    from uqseg_cli.models.registry import create_model, list_models
-
-    rows = []
-    for info in list_models():
-        with torch.device("meta"):
-            m = create_model(info.name)
-        dropout = f"{m.init_args['dropout']} at {m.dropout_at}"
-        rows.append(
-            {
-                "name": info.name,
-                "dims": info.dims,
-                "parameters": m.num_parameters(),
-                "input": m.input_rule,
-                "dropout": dropout,
-                "description": info.description,
-            }
-        )
+    rows = describe_architectures()
     if json_out:
         emit_json(rows)
         return
