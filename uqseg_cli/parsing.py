@@ -51,23 +51,3 @@ def parse_window(text: str | None) -> list[float] | None:
     if not lo < hi:
         raise UqsegError(f"--ct-window {text!r}: LO must be below HI")
     return [lo, hi]
-
-
-def resolve_device(name: str):
-    """``--device``: ``auto`` → cuda if available else cpu; validates ``cuda[:N]`` against the machine (a
-    ``torch.device``; torch is imported only here, so parsing stays light)."""
-    import torch
-
-    name = name.strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UqsegError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UqsegError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return dev
-    raise UqsegError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")

@@ -16,9 +16,9 @@ import numpy as np
 
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.io.cases import split_paths
-from uqseg_cli.parsing import resolve_device
 from uqseg_cli.progress import warn
 from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, option, resume_config
+from uqseg_cli.stages.device import resolve_device
 
 STAGE = "predict"
 LAYOUT = {

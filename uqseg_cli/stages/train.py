@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uqseg_cli.errors import InputError, UqsegError
-from uqseg_cli.parsing import resolve_device
 from uqseg_cli.progress import warn
 from uqseg_cli.stages.base import Report, StageResult
+from uqseg_cli.stages.device import resolve_device
 from uqseg_cli.training.loop import TrainOptions
 
 STAGE = "train"
