@@ -38,3 +38,16 @@ def parse_size(text: str | None, what: str, n: int | None = None, minimum: int =
     if any(v < minimum for v in vals):
         raise UqsegError(f"{what} {text!r}: every size must be at least {minimum}")
     return vals
+
+
+def parse_window(text: str | None) -> list[float] | None:
+    """``"-200,300"`` → [-200.0, 300.0] (lo < hi); the CT intensity window of ``--ct-window``."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UqsegError(f"--ct-window {text!r}: expected LO,HI in HU, e.g. --ct-window=-200,300") from None
+    if not lo < hi:
+        raise UqsegError(f"--ct-window {text!r}: LO must be below HI")
+    return [lo, hi]

@@ -16,10 +16,10 @@ import torch
 
 from tests.conftest import REPO, shared
 from tests.models.fixtures import random_checkpoint, run_cli, write_disks, write_volume
-from uqseg_cli.cli.predict import class_argmax
 from uqseg_cli.io.cases import discover_cases, load_case
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.models.inference import Predictor
+from uqseg_cli.stages.predict import class_argmax
 
 torch.set_num_threads(1)
 

@@ -1,11 +1,10 @@
-"""`uqseg train`: fit a segmentation network (or K ensemble members / K fold members) on images with masks."""
+"""`uqseg train`: fit a segmentation network (or K ensemble members / K fold members) on images with masks
+(stages/train.py)."""
 
 from __future__ import annotations
 
-import glob
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -19,24 +18,9 @@ from uqseg_cli.cli.common import (
     Threads,
     apply_threads,
     emit_json,
-    resolve_device,
 )
-from uqseg_cli.errors import EXIT_CASE_FAILED, InputError, UqsegError
-from uqseg_cli.parsing import parse_size, split_list
-from uqseg_cli.progress import Progress, log, warn
-
-
-def parse_window(text: str | None) -> list[float] | None:
-    """``"-200,300"`` → [-200.0, 300.0] (lo < hi)."""
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UqsegError(f"--ct-window {text!r}: expected LO,HI in HU, e.g. --ct-window=-200,300") from None
-    if not lo < hi:
-        raise UqsegError(f"--ct-window {text!r}: LO must be below HI")
-    return [lo, hi]
+from uqseg_cli.errors import EXIT_CASE_FAILED
+from uqseg_cli.parsing import parse_size, parse_window, split_list
 
 
 def train(
@@ -77,7 +61,7 @@ def train(
         typer.Option("--dropout", min=0.0, max=0.99, help="Spatial dropout rate in the decoder. e.g. --dropout 0.2"),
     ] = 0.2,
     dropout_at: Annotated[
-        str,
+        Literal["head", "decoder"],
         typer.Option(
             "--dropout-at",
             help="head: one dropout before the segmentation "
@@ -96,14 +80,15 @@ def train(
     ] = None,
     max_side: Annotated[int, typer.Option("--max-side", min=16, help="Longest side of the default 2D grid.")] = 256,
     resize: Annotated[
-        str,
+        Literal["stretch", "letterbox"],
         typer.Option(
             "--resize",
             help="stretch (resize to the grid) or letterbox (keep the aspect ratio, pad). e.g. --resize letterbox",
         ),
     ] = "stretch",
     modality: Annotated[
-        str, typer.Option("--modality", help="auto, photo or ct (auto: NIfTI or float images are CT).")
+        Literal["auto", "photo", "ct"],
+        typer.Option("--modality", help="auto, photo or ct (auto: NIfTI or float images are CT)."),
     ] = "auto",
     ct_window: Annotated[
         str | None,
@@ -180,159 +165,33 @@ def train(
       uqseg train -i ph2/images --masks ph2/masks --folds 5 -o seg.pt    # each member leaves one fold out
       uqseg train -i ct/ --masks label.nii.gz -m unet3d-small --patch-size 64 -o seg3d.pt
     """
-    import pandas as pd
-
-    from uqseg_cli.io.cases import discover_cases
-    from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
-    from uqseg_cli.io.lock import OutputLock
-    from uqseg_cli.io.streaming import StreamedCase
-    from uqseg_cli.io.tables import write_table
-    from uqseg_cli.models.checkpoint import checkpoint_fingerprint, member_path, save_checkpoint
     from uqseg_cli.models.registry import model_info
+    from uqseg_cli.stages.base import Report
+    from uqseg_cli.stages.train import TrainStageOptions, run
     from uqseg_cli.training.augment import AugmentConfig
-    from uqseg_cli.training.loop import TrainOptions, train_members
+    from uqseg_cli.training.loop import TrainOptions
 
-    info = model_info(model)
-    if dropout_at not in ("head", "decoder"):
-        raise UqsegError(f"--dropout-at {dropout_at!r}: expected head or decoder")
-    if resize not in ("stretch", "letterbox"):
-        raise UqsegError(f"--resize {resize!r}: expected stretch or letterbox")
-    if modality not in ("auto", "photo", "ct"):
-        raise UqsegError(f"--modality {modality!r}: expected auto, photo or ct")
-    if folds and members > 1:
-        raise UqsegError("--folds K already trains K members; leave --members out")
-    n_members = folds or members
-    outs = [member_path(output, k) for k in range(n_members)]
-    log_path = log_file or output.with_name(f"{output.stem}.log.csv")
-    refuse_output_over_inputs(output, [("-i", input), ("--masks", masks)])
-    # members of an earlier, larger ensemble: never left next to the new checkpoint for a glob to pick up
-    stale = sorted(q for q in output.parent.glob(f"{glob.escape(output.stem)}.member*{output.suffix}") if q not in outs)
-    existing = [p for p in outs if p.exists()] + stale
-    if existing and not overwrite:
-        raise UqsegError(f"{existing[0]}: exists; pass --overwrite to replace it")
-    dev = resolve_device(device)
-    apply_threads(threads)
-
-    specs = discover_cases(input, masks=masks)
-    cases, failed = [], {}
-    for spec in specs:
-        try:
-            # masks are checked against --class-names when given (else: 0/1, 0/255 or small integer labels);
-            # 2D images stay on disk (read when drawn: memory does not grow with the cases); volumes are loaded
-            names = split_list(class_names, unique=False) if class_names else None
-            c = StreamedCase.open(spec, class_names=names)
-            cases.append(c if c.ndim == 2 else c.load())
-        except InputError as exc:
-            failed[spec.id] = str(exc)
-            warn(f"case {spec.id}: {exc}")
-    if not cases:
-        raise InputError(f"{input}: no readable case")
-    opts = TrainOptions(
-        arch=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        dropout=dropout,
-        dropout_at=dropout_at,
-        pretrained=pretrained,
-        input_size=parse_size(input_size, "--input-size", info.dims if info.dims == 3 else 2),
-        max_side=max_side,
-        resize=resize,
-        modality=modality,
-        ct_window=parse_window(ct_window),
-        patch_size=parse_size(patch_size, "--patch-size", 3),
-        patches_per_volume=patches_per_volume,
-        halo=halo,
-        val_fraction=val_fraction,
-        seed=seed,
-        members=members,
-        folds=folds,
-        augment=AugmentConfig(enabled=augment),
-        amp=amp,
-        class_names=split_list(class_names, unique=False) if class_names else None,
+    dims = 3 if model_info(model).dims == 3 else 2
+    training = TrainOptions(
+        arch=model, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, dropout=dropout,
+        dropout_at=dropout_at, pretrained=pretrained, input_size=parse_size(input_size, "--input-size", dims),
+        max_side=max_side, resize=resize, modality=modality, ct_window=parse_window(ct_window),
+        patch_size=parse_size(patch_size, "--patch-size", 3), patches_per_volume=patches_per_volume, halo=halo,
+        val_fraction=val_fraction, seed=seed, members=members, folds=folds, augment=AugmentConfig(enabled=augment),
+        amp=amp, class_names=split_list(class_names, unique=False) if class_names else None,
     )
-    log(f"training {model} on {len(cases)} case(s), {n_members} member(s), {epochs} epoch(s), device {dev}", quiet)
-    rows: list[dict] = []
-    # every epoch of every member: a bar with the time left on a terminal, one line per epoch with ETA off it
-    prog = Progress(n_members * epochs, "train", quiet=quiet, interval=0.0)
-
-    def on_epoch(r) -> None:
-        rows.append(vars(r).copy())
-        write_table(pd.DataFrame(rows), log_path)
-        vd = "-" if r.val_dice is None else f"{r.val_dice:.4f}"
-        prog.update(
-            len(rows),
-            f"member {r.member} epoch {r.epoch}/{epochs}: loss {r.train_loss:.4f}, val Dice {vd}, "
-            f"{r.seconds:.1f} s{' *' if r.best else ''}",
-            status="",
-        )
-
-    summary = []
-    # every member is written beside the old files first; when all are done the main checkpoint records them
-    # (names, fingerprints) and they replace the old ones, members first: a failed or killed run changes nothing
-    staged: dict[int, Path] = {}
-    main = None
-    lock = OutputLock(output).__enter__()  # one training per output at a time
-    try:
-        for o in outs:
-            clean_leftovers(o, quiet)
-        for trained in _closing(train_members(cases, opts, dev, on_epoch), prog):
-            k = trained.meta.member
-            if k == 0:
-                main = trained
-            else:
-                staged[k] = save_checkpoint(_staging(outs[k]), trained.model, trained.meta)
-            _report_member(trained.meta, outs[k], summary, quiet)
-        main.meta.member_files = [o.name for o in outs]
-        main.meta.member_fingerprints = [checkpoint_fingerprint(staged[k]) for k in range(1, n_members)]
-        staged[0] = save_checkpoint(_staging(outs[0]), main.model, main.meta)
-        for k in [*range(1, n_members), 0]:
-            os.replace(staged.pop(k), outs[k])
-        for q in stale:
-            q.unlink(missing_ok=True)
-        if stale:
-            log(f"removed {len(stale)} member file(s) of the earlier ensemble: {', '.join(q.name for q in stale)}",
-                quiet)
-    finally:
-        for q in staged.values():
-            q.unlink(missing_ok=True)
-        lock.__exit__(None, None, None)
-    log(f"epoch log: {log_path}", quiet)
+    options = TrainStageOptions(
+        input=input, masks=masks, output=output, log=log_file, training=training, overwrite=overwrite,
+        device=device, threads=threads,
+    )
+    apply_threads(threads)
+    result = run(options, Report(quiet))
     if json_out:
-        emit_json({"members": summary, "log": str(log_path), "failed": failed})
-    if failed:
+        emit_json({**result.summary, "failed": result.failed})
+    if result.failed:
+        failed = result.failed
         typer.echo(f"uqseg: {len(failed)} case(s) could not be read: {', '.join(sorted(failed))}", err=True)
         raise typer.Exit(EXIT_CASE_FAILED)
-
-
-def _closing(items, prog):
-    """Yield from ``items``; close the progress bar when they end (or the loop over them stops)."""
-    try:
-        yield from items
-    finally:
-        prog.close()
-
-
-def _staging(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _report_member(m, path: Path, summary: list, quiet: bool) -> None:
-    summary.append(
-        {
-            "member": m.member,
-            "fold": m.fold,
-            "checkpoint": str(path),
-            "best_epoch": m.best_epoch,
-            "val_dice": m.val_dice,
-            "train_cases": len(m.train_case_ids),
-            "val_cases": len(m.val_case_ids),
-            "input_size": m.preprocessing.input_size,
-        }
-    )
-    vd = "n/a (no validation cases)" if m.val_dice is None else f"{m.val_dice:.4f}"
-    log(f"member {m.member}: best epoch {m.best_epoch}, val Dice {vd} -> {path}", quiet)
 
 
 def register(app: typer.Typer) -> None:
