@@ -92,6 +92,8 @@ def test_inputs_are_found_or_refused(folder, tmp_path, monkeypatch):
         explain.run(explain.ExplainOptions(input=tmp_path / "nope.csv"), Report(quiet=True))
     with pytest.raises(UqsegError, match="--model .*nope.pt: quality model not found"):
         explain.run(explain.ExplainOptions(input=folder / "scores.csv", model=tmp_path / "nope.pt"), Report(True))
+    with pytest.raises(UqsegError, match="--device 'tpu': expected auto, cpu, cuda or cuda:N"):
+        explain.run(explain.ExplainOptions(input=folder / "scores.csv", device="tpu"), Report(True))
     (tmp_path / "scores.csv").write_bytes((folder / "scores.csv").read_bytes())
     with pytest.raises(UqsegError, match="--h5 .*none.h5: not found"):
         explain.run(explain.ExplainOptions(input="scores.csv", h5="none.h5", framework="features"), Report(True))

@@ -8,7 +8,18 @@ from typing import Annotated, Literal
 
 import typer
 
-from uqseg_cli.cli.common import BatchSize, Device, JsonOut, Overwrite, Quiet, Seed, Threads, apply_threads, finish
+from uqseg_cli.cli.common import (
+    BatchSize,
+    Device,
+    JsonOut,
+    Overwrite,
+    Quiet,
+    Seed,
+    Threads,
+    apply_threads,
+    emit_json,
+    finish,
+)
 
 
 def explain(
@@ -128,7 +139,6 @@ def explain(
       uqseg explain -i uncertainty.h5 --model quality.pt --worst 10 --direction low
       uqseg explain --features features.csv --bins metrics.bins.csv --pdf --seed 1
     """
-    from uqseg_cli.cli.common import emit_json, resolve_device
     from uqseg_cli.stages.base import Report
     from uqseg_cli.stages.explain import ExplainOptions, run
 
@@ -138,7 +148,7 @@ def explain(
         layer=layer, worst=worst, best=best, slices=slices, formats=("png", "pdf") if pdf else ("png",),
         batch_size=batch_size, color_by=color_by, n_neighbors=n_neighbors, min_dist=min_dist,
         uncertainty_cases=uncertainty_cases, method=method, measure=measure, framework=framework,
-        gradcam=not no_gradcam, seed=seed, overwrite=overwrite, device=str(resolve_device(device)), threads=threads,
+        gradcam=not no_gradcam, seed=seed, overwrite=overwrite, device=device, threads=threads,
     )
     result = run(options, Report(quiet))
     if as_json and not result.interrupted:

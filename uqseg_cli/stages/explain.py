@@ -16,10 +16,15 @@ import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.explain.gradcam import CAM_METHODS, DIRECTIONS
 from uqseg_cli.stages.base import Report, StageResult, option, resume_config
+from uqseg_cli.stages.device import resolve_device
+
+if TYPE_CHECKING:
+    import torch
 
 STAGE = "explain"
 INPUTS = ("scores.csv", "uncertainty.h5")  # tried in the current folder when no input is given
@@ -60,7 +65,7 @@ class ExplainOptions:
     gradcam: bool = True
     seed: int = 0
     overwrite: bool = False
-    device: str = "auto"  # a torch device name; "auto": cuda if available, else cpu
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (stages/device.py)
     threads: int = 0  # applied by the caller (the CLI's --threads)
 
     def __post_init__(self) -> None:
@@ -98,26 +103,19 @@ def beside(base: Path, name: str) -> Path | None:
     return None
 
 
-def torch_device(name: str):
-    """The torch device of ``name``; ``auto`` is cuda when available, else cpu (the CLI checks ``--device``)."""
-    import torch
-
-    if name.strip().lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_model(options: ExplainOptions, src: Path, device) -> tuple[object, dict | None, Path | None]:
-    """The quality model (on ``device``), its metadata and its path; (None, None, None) without one."""
+def load_model(options: ExplainOptions, src: Path) -> tuple[object, dict | None, Path | None, torch.device]:
+    """The quality model (on ``options.device``), its metadata, its path and the device; the model, metadata and
+    path are None without one."""
     model_path = options.model if options.model is not None else beside(src, "quality.pt")
     if options.model is not None and not model_path.exists():
         raise UqsegError(f"--model {options.model}: quality model not found")
+    device = resolve_device(options.device)
     if model_path is None:
-        return None, None, None
+        return None, None, None, device
     from uqseg_cli.quality.checkpoint import load_quality_model
 
     model, meta = load_quality_model(model_path)
-    return model.to(device), meta, model_path
+    return model.to(device), meta, model_path, device
 
 
 def cases_file(options: ExplainOptions, src: Path, meta: dict | None, has_model: bool):
@@ -192,8 +190,7 @@ def run(options: ExplainOptions, report: Report | None = None) -> StageResult:
 
     report = report or Report()
     src = find_input(options.input)
-    device = torch_device(options.device)
-    model, meta, model_path = load_model(options, src, device)
+    model, meta, model_path, device = load_model(options, src)
     scores, h5_path = cases_file(options, src, meta, model is not None)
     tables = side_tables(options, src, meta)
     sf = StageFile(h5_path) if h5_path is not None else None
