@@ -220,7 +220,7 @@ def test_curvas2024_protocol(predict_file, tmp_path):
 def test_tiny_slabs_through_the_cli_give_the_same_tables(predict_file, tmp_path, monkeypatch, protocol):
     import functools
 
-    import uqseg_cli.cli.evaluate as cli_eval
+    import uqseg_cli.stages.evaluate as stage_eval
     from uqseg_cli.metrics.evaluation import evaluate_case
 
     path, cases = predict_file
@@ -230,7 +230,7 @@ def test_tiny_slabs_through_the_cli_give_the_same_tables(predict_file, tmp_path,
         one, many = tmp_path / f"one-{src.stem}.csv", tmp_path / f"many-{src.stem}.csv"
         assert run("evaluate", "-i", str(src), "--protocol", protocol, "-o", str(one), "-q")[0] == 0
         with monkeypatch.context() as m:
-            m.setattr(cli_eval, "evaluate_case", functools.partial(evaluate_case, slab_voxels=30))
+            m.setattr(stage_eval, "evaluate_case", functools.partial(evaluate_case, slab_voxels=30))
             assert run("evaluate", "-i", str(src), "--protocol", protocol, "-o", str(many), "-q")[0] == 0
         for suffix in (".csv", ".bins.csv"):
             a = pd.read_csv(one.with_name(one.stem + suffix))

@@ -1,4 +1,5 @@
-"""What `uqseg explain` does, step by step, on opened inputs: the CLI parses options and calls :func:`explain`.
+"""What `uqseg explain` does, step by step, on opened inputs: the stage (stages/explain.py) opens them and calls
+:func:`explain`.
 
 Steps (each writes into the output folder):
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -324,6 +325,7 @@ def case_caption(case_id: str, predicted: float, true: float, output: float | No
 
 def _gradcam_step(
     model, meta, sf, sf_path: Path, ids, opts, model_fp: str, result: ExplainResult,
+    resume_config: Callable[..., dict],
     predicted: Mapping[str, float] | None = None, truth: Mapping[str, float] | None = None,
 ) -> Path | None:
     import torch
@@ -341,15 +343,7 @@ def _gradcam_step(
     tag = f"gradcam-{opts.direction}" if opts.cam_method == "gradcam" else f"{opts.cam_method}-{opts.direction}"
     fig_dir = opts.out_dir / tag
     label = f"{'Grad-CAM' if opts.cam_method == 'gradcam' else 'HiResCAM'} ({opts.direction})"
-    config = {
-        "model_sha256": model_fp,
-        "layer": layer,
-        "direction": opts.direction,
-        "cam": opts.cam_method,
-        "slices": opts.slices,
-        "formats": list(opts.formats),
-        "batch_size": int(opts.batch_size),  # CAMs of a batch differ in the last bits from one at a time
-    }
+    config = resume_config(model_sha256=model_fp, layer=layer)
 
     warned: list[bool] = []
     cache: dict[str, tuple[torch.Tensor, float]] = {}
@@ -447,16 +441,19 @@ def explain(
     summary_table: pd.DataFrame | None = None,
     scores_summary: pd.DataFrame | None = None,
     extra_links: list[tuple[str, str]] | None = None,
+    resume_config: Callable[..., dict] | None = None,
 ) -> ExplainResult:
     """Run every step that the given inputs allow (see the module docstring); returns what was written.
 
+    ``resume_config(model_sha256=..., layer=...)``: the resume config of the Grad-CAM file (the stage's options
+    with these resolved values; stages/explain.py), needed with a model unless ``opts.gradcam`` is off.
     Each step is announced (with a line every 10 s while it runs) and per-case loops show progress with ETA."""
     steps = Steps(5, "explain", opts.quiet)
     try:
         return _explain(
             opts, steps, sf=sf, sf_path=sf_path, model=model, meta=meta, model_path=model_path, scores=scores,
             features=features, bins=bins, summary_table=summary_table, scores_summary=scores_summary,
-            extra_links=extra_links,
+            extra_links=extra_links, resume_config=resume_config,
         )
     finally:
         steps.close()
@@ -476,6 +473,7 @@ def _explain(
     summary_table: pd.DataFrame | None = None,
     scores_summary: pd.DataFrame | None = None,
     extra_links: list[tuple[str, str]] | None = None,
+    resume_config: Callable[..., dict] | None = None,
 ) -> ExplainResult:
     """Run every step that the given inputs allow (see the module docstring); returns what was written."""
     from uqseg_cli.io.tables import write_table
@@ -543,7 +541,10 @@ def _explain(
         chosen = select_cases({c: v for c, v in pred.items() if c not in result.failed}, opts.worst, opts.best)
         chosen = [c for c in chosen if c not in result.failed]
         fp = file_sha256(model_path) if model_path else ""
-        h5 = _gradcam_step(model, meta, sf, sf_path, chosen, opts, fp, result, predicted=pred, truth=truth)
+        if resume_config is None:
+            raise TypeError("explain: Grad-CAM needs resume_config (the stage's, stages/explain.py)")
+        h5 = _gradcam_step(model, meta, sf, sf_path, chosen, opts, fp, result, resume_config, predicted=pred,
+                           truth=truth)
         if result.interrupted:
             return result
         if h5 is not None:
