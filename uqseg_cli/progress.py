@@ -26,6 +26,11 @@ def warn(msg: str) -> None:
     _emit(f"uqseg: warning: {msg}")
 
 
+def error(msg: str) -> None:
+    """A failed case's one-line error on stderr (never suppressed); the run goes on and exits 1 at the end."""
+    _emit(f"uqseg: error: {msg}")
+
+
 _ACTIVE: list[Progress] = []  # bars being drawn: messages go above them instead of through them
 
 

@@ -6,7 +6,6 @@ see :data:`TABLES`. Nothing is resumed: a rerun recomputes every table (``--over
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pandas as pd
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.io.store import StageFile
 from uqseg_cli.io.tables import check_writable, write_table
-from uqseg_cli.progress import Progress, warn
+from uqseg_cli.progress import Progress, error, warn
 from uqseg_cli.quality.combined import CombinedStats, add_combined
 from uqseg_cli.quality.correlation import correlation_table, wide_table
 from uqseg_cli.quality.regions import LONG_COLUMNS, REGIONS, Collected, RegionParams, available_maps, collect_features
@@ -136,7 +135,7 @@ def read_features(sf: StageFile, ids: list[str], methods: list[str], measures: l
     finally:
         prog.close()
     for msg in got.failed.values():
-        print(f"uqseg: error: {msg}", file=sys.stderr, flush=True)
+        error(msg)
     return got
 
 

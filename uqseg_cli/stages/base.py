@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uqseg_cli.errors import UqsegError
-from uqseg_cli.progress import log
+from uqseg_cli.progress import error, log
 
 if TYPE_CHECKING:  # the runner brings h5py; listing the commands must stay light
     from uqseg_cli.io.runner import RunResult
@@ -70,6 +70,10 @@ class Report:
 
     def log(self, msg: str) -> None:
         log(msg, self.quiet)
+
+    def error(self, msg: str) -> None:
+        """A failed case (never suppressed)."""
+        error(msg)
 
 
 @dataclass(kw_only=True)

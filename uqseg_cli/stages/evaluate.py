@@ -10,7 +10,6 @@ tables); ``merge_parts`` joins them.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from uqseg_cli.metrics.evaluation import (
     summarize,
     summary_json,
 )
-from uqseg_cli.progress import Progress
+from uqseg_cli.progress import Progress, error
 from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, option, resume_config
 
 STAGE = "evaluate"
@@ -285,16 +284,16 @@ def run(options: EvaluateOptions, report: Report | None = None) -> StageResult:
         prog = Progress(len(ids), "evaluate", quiet=report.quiet)
         try:
             for cid in ids:
-                r, b, error = evaluate_one(sf, src, cid, methods, names, options)
+                r, b, why = evaluate_one(sf, src, cid, methods, names, options)
                 rows.extend(r)
                 bin_rows.extend(b)
-                if error is not None:
-                    failed[cid] = error
-                prog.advance(cid, "ok" if error is None else "failed")
+                if why is not None:
+                    failed[cid] = why
+                prog.advance(cid, "ok" if why is None else "failed")
         finally:
             prog.close()
     for msg in failed.values():
-        print(f"uqseg: error: {msg}", file=sys.stderr, flush=True)
+        error(msg)
     extra = {"input": str(src), **resume_config(options), "part": [part, n_parts]}
     return write_tables(pd.DataFrame(rows), pd.DataFrame(bin_rows, columns=BIN_COLUMNS), out, b_path, s_path, True,
                         report, failed, extra)

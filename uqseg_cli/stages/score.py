@@ -52,6 +52,7 @@ from uqseg_cli.quality.scoring import (
 from uqseg_cli.quality.training import LOSSES, FitConfig, predict_cnn
 from uqseg_cli.stages.aggregate import pick_methods_measures
 from uqseg_cli.stages.base import Report, StageResult, input_or_default, option
+from uqseg_cli.stages.device import resolve_device
 
 STAGE = "score"
 PARENT = ("uncertainty", "uncertainty.h5", "uncertainty file")  # the stage it reads, its default file name, what
@@ -173,16 +174,6 @@ def model_path_for(save: Path, n_configs: int, method: str, measure: str, framew
     if n_configs == 1:
         return save
     return save.with_name(f"{save.stem}.{method}.{measure}.{framework}{save.suffix}")
-
-
-def torch_device(name: str):
-    """The torch device of ``--device`` (``auto``: cuda if available, else cpu)."""
-    import torch
-
-    name = name.strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # --- configuration -------------------------------------------------------------------------------------------------
@@ -396,7 +387,7 @@ def fit_all(sf: StageFile, inputs: Inputs, plan: Plan, folds, options: ScoreOpti
         report.log(f"fitting {n_fits} CNN quality model(s) of at most {options.epochs} epochs "
                    f"({n_cnn} configuration(s) x {n_fits // n_cnn} fit(s): cross-fitting folds + the final model)")
     fitprog = FitProgress(n_fits, options.epochs, "score: fits", quiet=report.quiet) if n_fits else None
-    dev = torch_device(options.device)
+    dev = resolve_device(options.device)
     cfg = options.fit_config()
     out = Fitted()
     try:
