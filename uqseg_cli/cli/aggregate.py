@@ -1,4 +1,4 @@
-"""`uqseg aggregate`: uncertainty maps → per-case features, combined score, correlations (stages/aggregate.py)."""
+"""The `uqseg aggregate` command: its options, parsed into :mod:`uqseg_cli.stages.aggregate` and run there."""
 
 from __future__ import annotations
 
@@ -111,9 +111,7 @@ def aggregate(
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Condense uncertainty maps into per-case scores (regions, volumes, a combined score).
-
-    Per case, method and measure: mean over the whole image, the predicted foreground, a band around the predicted
+    """Per case, method and measure: mean over the whole image, the predicted foreground, a band around the predicted
     boundary, the max of sliding-window means, and the mean above a quantile; per case and method: the predicted
     volume (ml) and the spread (std, CV) of the sampled volumes; per case and method the combined score (z-scored
     measures, averaged). Long CSV columns: case,method,measure,region,value.

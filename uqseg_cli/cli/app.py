@@ -123,7 +123,17 @@ def polish_help(cmd) -> None:
 def command_help(name: str, doc: str | None) -> str:
     """The ``--help`` text of a stage: its line of ``SUMMARIES`` (the one place it is written), then the command's
     docstring, which goes on from there without restating it (tests/cli/test_summaries.py)."""
-    return SUMMARIES[name] + (f"\n\n{doc}" if doc else "")
+    return SUMMARIES[name] + (f"\n\n{reflow(doc)}" if doc else "")
+
+
+def reflow(doc: str) -> str:
+    """The docstring's prose paragraphs joined into one line each (the help renderer keeps source line breaks,
+    which wrapped mid-sentence); paragraphs with indented lines (examples, lists) stay as written."""
+    import inspect
+
+    paras = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if any(ln.startswith((" ", "-")) for ln in p.splitlines()) else " ".join(
+        ln.strip() for ln in p.splitlines()) for p in paras)
 
 
 def load_command(name: str) -> click.Command:

@@ -1,5 +1,4 @@
-"""`uqseg evaluate`: multi-rater evaluation (consensus Dice, calibration, volume CRPS; the CURVAS protocol)
-(stages/evaluate.py)."""
+"""The `uqseg evaluate` command: its options, parsed into :mod:`uqseg_cli.stages.evaluate` and run there."""
 
 from __future__ import annotations
 
@@ -93,9 +92,7 @@ def evaluate(
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Evaluate predictions against several raters (the CURVAS protocol).
-
-    Per case and class: consensus/dissensus, Dice against the consensus (dissensus removed), each rater, the
+    """Per case and class: consensus/dissensus, Dice against the consensus (dissensus removed), each rater, the
     majority vote and the mean rater mask; the CURVAS confidence; ECE (top-label, class-wise, foreground), MCE,
     ACE, Brier and NLL against each rater (averaged); volumes (ml) and volume CRPS. Per-bin calibration sums go to
     <stem>.bins.csv so shards merge into an exact dataset-level ECE; the summary to <stem>.summary.csv.

@@ -1,5 +1,4 @@
-"""`uqseg explain`: Grad-CAM of the quality regressor, UMAP of its embedding, plots and an HTML report
-(stages/explain.py)."""
+"""The `uqseg explain` command: its options, parsed into :mod:`uqseg_cli.stages.explain` and run there."""
 
 from __future__ import annotations
 

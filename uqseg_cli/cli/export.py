@@ -1,4 +1,4 @@
-"""The ``uqseg export`` command: options → stages/export.py."""
+"""The `uqseg export` command: its options, parsed into :mod:`uqseg_cli.stages.export` and run there."""
 
 from __future__ import annotations
 

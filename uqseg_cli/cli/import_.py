@@ -1,5 +1,4 @@
-"""`uqseg import`: predict.h5 from another tool's predictions (nnU-Net, MONAI, TotalSegmentator, any label map)
-(stages/import_.py)."""
+"""The `uqseg import` command: its options, parsed into :mod:`uqseg_cli.stages.import_` and run there."""
 
 from __future__ import annotations
 
@@ -81,8 +80,8 @@ def import_(
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Build predict.h5 from predictions another tool made, so that evaluate, sample --method files,
-    uncertainty, aggregate, score and export work on them (same layout, resume and sharding as `uqseg predict`).
+    """Evaluate, sample --method files, uncertainty, aggregate, score and export then work on them (same
+    layout, resume and sharding as `uqseg predict`).
 
     nnU-Net v2 probabilities (<case>.npz from --save_probabilities) are in SimpleITK axis order, which is uqseg's;
     their geometry comes from <case>.pkl (or the <case>.nii.gz segmentation), and files saved in another

@@ -1,4 +1,4 @@
-"""`uqseg merge`: join the part files of a sharded stage (stages/merge.py)."""
+"""The `uqseg merge` command: its options, parsed into :mod:`uqseg_cli.stages.merge` and run there."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def merge(
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Join the parts of a stage run split with --num-parts/--part-id (e.g. a SLURM array job).
+    """The parts of a run split with --num-parts/--part-id (e.g. a SLURM array job).
 
     Refuses parts of different stages or options, overlapping cases, and missing parts or cases.
 

@@ -1,4 +1,4 @@
-"""`uqseg predict`: segment images or volumes with a checkpoint into predict.h5 (stages/predict.py)."""
+"""The `uqseg predict` command: its options, parsed into :mod:`uqseg_cli.stages.predict` and run there."""
 
 from __future__ import annotations
 

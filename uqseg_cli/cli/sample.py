@@ -1,5 +1,4 @@
-"""`uqseg sample`: MC dropout, deep ensemble and TTA samples of every case, kept as running sums
-(stages/sample.py; --method files: stages/sample_files.py)."""
+"""The `uqseg sample` command: its options, parsed into :mod:`uqseg_cli.stages.sample` and run there."""
 
 from __future__ import annotations
 

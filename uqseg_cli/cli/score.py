@@ -1,4 +1,4 @@
-"""`uqseg score`: predict each case's Dice without ground truth, honestly evaluated (stages/score.py)."""
+"""The `uqseg score` command: its options, parsed into :mod:`uqseg_cli.stages.score` and run there."""
 
 from __future__ import annotations
 
@@ -168,9 +168,7 @@ def score(
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Predict the Dice of every case from its segmentation and uncertainty (and image), without ground truth.
-
-    Fits a quality regressor on the cases with a reference (never on cases the segmenter was trained on, unless
+    """Fits a quality regressor on the cases with a reference (never on cases the segmenter was trained on, unless
     --include-train-cases), reports honest out-of-fold predictions for them (--cv K) and predicts the cases without
     a reference. The best single aggregated feature (linear fit, cross-fitted) is always reported next to the
     regressor. Writes scores.csv (case,method,measure,framework,predicted_dice,true_dice,abs_error,split,train_case)

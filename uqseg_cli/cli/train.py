@@ -1,5 +1,4 @@
-"""`uqseg train`: fit a segmentation network (or K ensemble members / K fold members) on images with masks
-(stages/train.py)."""
+"""The `uqseg train` command: its options, parsed into :mod:`uqseg_cli.stages.train` and run there."""
 
 from __future__ import annotations
 
@@ -153,9 +152,7 @@ def train(
     json_out: JsonOut = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train a segmentation network on images or volumes with reference masks.
-
-    2D models train on images (or on the axial slices of volumes) resized to the model grid; unet3d-small trains
+    """2D models train on images (or on the axial slices of volumes) resized to the model grid; unet3d-small trains
     on random patches. Loss: cross-entropy + Dice; AdamW with a cosine schedule; the epoch with the best mean
     validation Dice (on the original grids) is kept. --seed makes CPU training reproducible.
 

@@ -1,4 +1,4 @@
-"""`uqseg uncertainty`: voxel-wise uncertainty maps from the running sums of samples.h5 (stages/uncertainty.py)."""
+"""The `uqseg uncertainty` command: its options, parsed into :mod:`uqseg_cli.stages.uncertainty` and run there."""
 
 from __future__ import annotations
 
@@ -64,9 +64,7 @@ def uncertainty(
     quiet: Quiet = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Compute confidence, entropy, expected entropy, mutual information and EPKL maps per case and method.
-
-    Exact for any number of samples T: everything follows from the sums Σp, Σlog p, ΣH[p] in samples.h5.
+    """Exact for any number of samples T: everything follows from the sums Σp, Σlog p, ΣH[p] in samples.h5.
     Also writes <method>/mean_segmentation (argmax of the mean prediction).
 
     Examples:
