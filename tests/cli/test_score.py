@@ -100,7 +100,7 @@ def test_model_predicts_new_batch_as_explain_sees_it(folder, monkeypatch, capsys
     assert (cnn.split == "test").all() and (cnn.measure == "combined").all()
     # the explain interface: load_quality_model + build_inputs reproduce the scores exactly
     model, meta = load_quality_model(folder / "quality.pt")
-    assert meta["channels"][:3] == ["image:0", "image:1", "image:2"] and len(meta["channels"]) == 3 + 1 + 5
+    assert meta.channels[:3] == ["image:0", "image:1", "image:2"] and len(meta.channels) == 3 + 1 + 5
     with StageFile(new / "uncertainty.h5") as sf, torch.no_grad():
         x = torch.stack([build_inputs(sf.case(c), meta) for c in cnn.index])
         np.testing.assert_allclose(model(x).double().numpy(), cnn.predicted_dice.to_numpy(), atol=1e-6)
@@ -145,7 +145,7 @@ def test_volumes_use_the_3d_cnn(tmp_path, monkeypatch, capsys):
                            "--epochs", "1", "--batch-size", "4", "--device", "cpu")
         assert code == 0, err
         model, meta = load_quality_model(tmp_path / "quality.pt")
-        assert meta["dims"] == 3 and meta["input_size"] == [16, 16, 16] and meta["backbone"] == "smallcnn3d"
+        assert meta.dims == 3 and meta.input_size == [16, 16, 16] and meta.backbone == "smallcnn3d"
         with StageFile(tmp_path / "uncertainty.h5") as sf:
             assert build_inputs(sf.case("case03"), meta).shape == (2, 16, 16, 16)
         assert len(pd.read_csv(tmp_path / "scores.csv").query("framework == 'seg-unc'")) == 8
@@ -193,8 +193,8 @@ def test_joint_method_uses_every_methods_features(tmp_path, monkeypatch, capsys)
     summ = pd.read_csv(folder / "joint.summary.csv")
     assert set(summ.method) == {"joint"} and "beats_baseline" in summ.columns
     meta = read_quality_checkpoint(folder / "qj.pt")["meta"]
-    methods = sorted({f.partition(":")[0] for f in meta["features"]})
-    assert len(methods) >= 2 and all(":" in f for f in meta["features"])
+    methods = sorted({f.partition(":")[0] for f in meta.features})
+    assert len(methods) >= 2 and all(":" in f for f in meta.features)
     # the joint model applied unchanged to the same cases reproduces the final model's test predictions
     code, _, err = run(monkeypatch, capsys, "score", "--model", "qj.pt", "-o", "again.csv")
     assert code == 0, err
@@ -222,10 +222,10 @@ def test_hybrid_joins_the_features_to_the_cnn_and_predicts_the_same_when_loaded(
                        "entropy", "--cv", "3", "-o", "h.csv", "--save-model", "qh.pt", *FAST)
     assert code == 0, err
     model, meta = load_quality_model(folder / "qh.pt")
-    n_extra = len(meta["extra_features"])
-    assert n_extra >= 5 and meta["channels"][0] == "image:0"
+    n_extra = len(meta.extra_features)
+    assert n_extra >= 5 and meta.channels[0] == "image:0"
     assert model.head.in_features == model.num_features + n_extra
-    assert len(meta["extra_mean"]) == len(meta["extra_std"]) == len(meta["extra_median"]) == n_extra
+    assert len(meta.extra_mean) == len(meta.extra_std) == len(meta.extra_median) == n_extra
     code, _, err = run(monkeypatch, capsys, "score", "--model", "qh.pt", "-o", "h2.csv")
     assert code == 0, err
     fit = pd.read_csv(folder / "h.csv").query("split == 'test' and framework == 'hybrid'").set_index("case")

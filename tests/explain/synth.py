@@ -13,6 +13,7 @@ import torch
 from uqseg_cli.io.store import write_array, write_root
 from uqseg_cli.quality.checkpoint import save_quality_model
 from uqseg_cli.quality.inputs import channel_names
+from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import create_quality_model
 
 
@@ -58,22 +59,22 @@ def write_uncertainty(path: Path, n: int = 6, shape=(40, 48), seed: int = 0, met
     return truth
 
 
-def write_quality_model(path: Path, dims: int = 2, size: int = 64, seed: int = 0) -> dict:
+def write_quality_model(path: Path, dims: int = 2, size: int = 64, seed: int = 0) -> QualityMeta:
     """A ``quality.pt`` (framework img-seg-unc, tiny timm ResNet or the small 3D CNN) with random weights."""
     torch.manual_seed(seed)
-    meta = {
-        "framework": "img-seg-unc",
-        "method": "tta",
-        "measures": ["entropy"],
-        "target": "dice",
-        "backbone": "test_resnet",
-        "dims": dims,
-        "input_size": [size] * dims,
-        "channels": channel_names("img-seg-unc", 3, 2, ["entropy"]),
-        "dropout": 0.0,
-    }
-    meta["channel_mean"] = [60.0, 60.0, 60.0, 0.3, 0.1]
-    meta["channel_std"] = [40.0, 40.0, 40.0, 0.45, 0.2]
+    meta = QualityMeta(
+        framework="img-seg-unc",
+        method="tta",
+        measures=["entropy"],
+        target="dice",
+        backbone="test_resnet",
+        dims=dims,
+        input_size=[size] * dims,
+        channels=channel_names("img-seg-unc", 3, 2, ["entropy"]),
+        dropout=0.0,
+        channel_mean=[60.0, 60.0, 60.0, 0.3, 0.1],
+        channel_std=[40.0, 40.0, 40.0, 0.45, 0.2],
+    )
     model = create_quality_model(meta).eval()
     save_quality_model(path, meta, model)
     return meta

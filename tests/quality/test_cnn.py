@@ -3,6 +3,8 @@ round-trips with weights_only; inputs are built from a real (tiny) stage-file ch
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from uqseg_cli.io.store import StageFile
 from uqseg_cli.metrics.regression import r2_score
 from uqseg_cli.quality.checkpoint import load_quality_model, read_quality_checkpoint, save_quality_model
 from uqseg_cli.quality.inputs import build_inputs, channel_names, load_channels, raw_inputs
+from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import QualityRegressor
 from uqseg_cli.quality.training import FitConfig, augment_batch, fit_cnn, predict_cnn
 
@@ -35,15 +38,15 @@ def _synthetic(n: int, seed: int, size: int = 32):
     return torch.from_numpy(x), 0.95 - 0.6 * a
 
 
-META = {
-    "framework": "seg-unc",
-    "method": "tta",
-    "measures": ["entropy"],
-    "backbone": BACKBONE,
-    "dims": 2,
-    "input_size": [32, 32],
-    "channels": ["seg:1", "unc:entropy"],
-}
+META = QualityMeta(
+    framework="seg-unc",
+    method="tta",
+    measures=["entropy"],
+    backbone=BACKBONE,
+    dims=2,
+    input_size=[32, 32],
+    channels=["seg:1", "unc:entropy"],
+)
 CFG = FitConfig(epochs=10, patience=4, batch_size=16, lr=3e-3, seed=0)
 
 
@@ -65,7 +68,7 @@ def test_learns_uncertainty_dependent_target(trained):
     pred = predict_cnn(model, standardize(xt, meta))
     assert stats.pearsonr(pred, yt).statistic > 0.9
     assert r2_score(yt, pred) > 0.8
-    assert meta["training"]["n_val"] == 13 and meta["training"]["n_train"] == 51
+    assert meta.training["n_val"] == 13 and meta.training["n_train"] == 51
 
 
 def test_fails_on_shuffled_labels(trained):
@@ -88,7 +91,7 @@ def test_checkpoint_round_trip(trained, tmp_path):
     model, meta, xt, _, _, _ = trained
     save_quality_model(tmp_path / "quality.pt", meta, model)
     raw = torch.load(tmp_path / "quality.pt", weights_only=True)  # no code runs on load
-    assert raw["meta"]["channel_mean"] == meta["channel_mean"]
+    assert raw["meta"]["channel_mean"] == meta.channel_mean and raw["version"] == 1
     m2, meta2 = load_quality_model(tmp_path / "quality.pt")
     xs = standardize(xt, meta2)
     np.testing.assert_array_equal(predict_cnn(m2, xs), predict_cnn(model, xs))
@@ -96,7 +99,8 @@ def test_checkpoint_round_trip(trained, tmp_path):
         emb = m2.embed(xs[:3])
     assert emb.shape == (3, m2.num_features)
     assert m2.gradcam_layer in dict(m2.named_modules())
-    assert read_quality_checkpoint(tmp_path / "quality.pt")["meta"]["backbone"] == BACKBONE
+    assert read_quality_checkpoint(tmp_path / "quality.pt")["meta"].backbone == BACKBONE
+    assert meta2 == meta
 
 
 def test_augment_same_transform_all_channels():
@@ -114,14 +118,14 @@ def test_augment_same_transform_all_channels():
 
 def test_inputs_from_stage_chain(tmp_path):
     cases = write_chain(tmp_path, n=3, shape=(20, 24))
-    meta = {
-        "framework": "img-seg-unc",
-        "method": "tta",
-        "dims": 2,
-        "input_size": [16, 16],
-        "channels": channel_names("img-seg-unc", 3, 2, ["confidence", "entropy"]),
-    }
-    assert meta["channels"] == ["image:0", "image:1", "image:2", "seg:1", "unc:confidence", "unc:entropy"]
+    meta = QualityMeta(
+        framework="img-seg-unc",
+        method="tta",
+        dims=2,
+        input_size=[16, 16],
+        channels=channel_names("img-seg-unc", 3, 2, ["confidence", "entropy"]),
+    )
+    assert meta.channels == ["image:0", "image:1", "image:2", "seg:1", "unc:confidence", "unc:entropy"]
     with StageFile(tmp_path / "uncertainty.h5") as sf:
         view = sf.case("case01")
         ch = load_channels(view, meta)
@@ -132,8 +136,7 @@ def test_inputs_from_stage_chain(tmp_path):
         np.testing.assert_array_equal(ch[5], c["maps"]["entropy"])
         raw = raw_inputs(view, meta)
         assert raw.shape == (6, 16, 16)
-        meta["channel_mean"] = [1.0] * 6
-        meta["channel_std"] = [2.0] * 6
+        meta = dataclasses.replace(meta, channel_mean=[1.0] * 6, channel_std=[2.0] * 6)
         torch.testing.assert_close(build_inputs(view, meta), (raw - 1.0) / 2.0)
 
 

@@ -14,6 +14,7 @@ from tests.quality.synth import write_chain
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.metrics.overlap import TARGETS
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint
+from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.training import LOSSES
 from uqseg_cli.stages import score
 from uqseg_cli.stages.base import Report, resume_config
@@ -32,7 +33,7 @@ def folder(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-def _meta(path: Path) -> dict:
+def _meta(path: Path) -> QualityMeta:
     return read_quality_checkpoint(path)["meta"]
 
 
@@ -59,7 +60,7 @@ def test_python_run_equals_the_command_cnn_and_model(folder):
                               cv=2, **FAST)
     score.run(opts, Report(quiet=True))
     meta_cli, meta_py = _meta("cli.pt"), _meta("py.pt")
-    assert meta_cli == meta_py and meta_py["input_size"] == [32, 32]
+    assert meta_cli == meta_py and meta_py.input_size == [32, 32]
     a, b = pd.read_csv(folder / "cli.csv"), pd.read_csv(folder / "py.csv")
     pd.testing.assert_frame_equal(a, b, atol=1e-5)
     # a saved model predicts instead of fitting; its method, measure and framework are taken over

@@ -31,6 +31,7 @@ from uqseg_cli.explain import plots
 from uqseg_cli.explain.report import Figure, Section, write_report
 from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import Progress, Steps, log, warn
+from uqseg_cli.quality.meta import QualityMeta
 
 SCORE_CASE = ("case", "case_id")
 SCORE_PRED = ("predicted_dice", "predicted_iou", "predicted", "predicted_quality", "prediction", "pred")
@@ -247,9 +248,9 @@ def true_quality(view, target: str = "dice", num_classes: int | None = None) -> 
     return float((iou if target == "iou" else dice).mean())
 
 
-def _method_measure(meta: dict | None, opts: ExplainOptions, sf) -> tuple[str, str]:
-    method = opts.method or (meta or {}).get("method")
-    measures = (meta or {}).get("measures") or ([meta["measure"]] if meta and meta.get("measure") else [])
+def _method_measure(meta: QualityMeta | None, opts: ExplainOptions, sf) -> tuple[str, str]:
+    method = opts.method or (meta.method if meta is not None else None)
+    measures = meta.measure_list if meta is not None else []
     measure = opts.measure or (measures[0] if measures else None) or "entropy"
     if method is None:
         methods = list(sf.config.get("methods", [])) if sf is not None else []
@@ -257,17 +258,17 @@ def _method_measure(meta: dict | None, opts: ExplainOptions, sf) -> tuple[str, s
     return str(method), str(measure)
 
 
-def _measure_label(meta: dict | None, fallback: str) -> str:
-    if not meta:
+def _measure_label(meta: QualityMeta | None, fallback: str) -> str:
+    if meta is None:
         return fallback
-    measures = meta.get("measures") or ([meta["measure"]] if meta.get("measure") else [])
+    measures = meta.measure_list
     return "+".join(map(str, measures)) if measures else fallback
 
 
 # ------------------------------------------------------------------------------------------- model passes
 
 
-def predict_and_embed(model, sf, case_ids: Sequence[str], meta: dict, opts: ExplainOptions):
+def predict_and_embed(model, sf, case_ids: Sequence[str], meta: QualityMeta, opts: ExplainOptions):
     """No-grad pass over ``case_ids``: ``{case: predicted}``, ``{case: embedding (F,)}``, ``{case: error}``."""
     import torch
 
@@ -324,7 +325,7 @@ def case_caption(case_id: str, predicted: float, true: float, output: float | No
 
 
 def _gradcam_step(
-    model, meta, sf, sf_path: Path, ids, opts, model_fp: str, result: ExplainResult,
+    model, meta: QualityMeta, sf, sf_path: Path, ids, opts, model_fp: str, result: ExplainResult,
     resume_config: Callable[..., dict],
     predicted: Mapping[str, float] | None = None, truth: Mapping[str, float] | None = None,
 ) -> Path | None:
@@ -367,7 +368,7 @@ def _gradcam_step(
                                method=opts.cam_method)
             if int(np.prod(res.layer_shape[2:])) == 1 and not warned:
                 warned.append(True)
-                warn(f"layer {layer!r} outputs a single voxel at input size {meta.get('input_size')}: the map "
+                warn(f"layer {layer!r} outputs a single voxel at input size {meta.input_size}: the map "
                      "is uniform; choose an earlier stage with --layer")
             for i, c in enumerate(good):
                 cache[c] = (res.cam[i : i + 1].cpu(), float(res.output[i]))
@@ -384,7 +385,7 @@ def _gradcam_step(
         group.attrs["layer"] = layer
         group.attrs["direction"] = opts.direction
         group.attrs["spacing"] = list(view.spacing) if view.has("segmentation") else []
-        target = meta.get("target", "dice")
+        target = meta.target
         pred = (predicted or {}).get(case_id, output)
         title = case_caption(case_id, pred, (truth or {}).get(case_id, math.nan), output, target)
         fig = plots.heat_figure(image, cam, seg, ref, title=title, heat_label=label, num_slices=opts.slices,
@@ -433,7 +434,7 @@ def explain(
     sf=None,
     sf_path: Path | None = None,
     model=None,
-    meta: dict | None = None,
+    meta: QualityMeta | None = None,
     model_path: Path | None = None,
     scores: pd.DataFrame | None = None,
     features: pd.DataFrame | None = None,
@@ -465,7 +466,7 @@ def _explain(
     sf=None,
     sf_path: Path | None = None,
     model=None,
-    meta: dict | None = None,
+    meta: QualityMeta | None = None,
     model_path: Path | None = None,
     scores: pd.DataFrame | None = None,
     features: pd.DataFrame | None = None,
@@ -484,7 +485,7 @@ def _explain(
     check_output(out, opts.overwrite)
     result = ExplainResult(out)
     sections: list[Section] = []
-    target = (meta or {}).get("target", "dice")
+    target = meta.target if meta is not None else "dice"
     method, measure = _method_measure(meta, opts, sf)
 
     # 1. cases, predictions, truth, embeddings
@@ -708,7 +709,7 @@ def _explain(
     shown_measure = str(scores["measure"].iloc[0]) if scores is not None and len(scores) else _measure_label(
         meta, measure)
     shown_fw = (str(scores["framework"].iloc[0]) if scores is not None and len(scores) and
-                scores["framework"].iloc[0] else (meta or {}).get("framework"))
+                scores["framework"].iloc[0] else (meta.framework if meta is not None else None))
     quality_rows, callout, level = quality_headline(
         result.summary.get("regression"), scores_summary, shown_method, shown_measure, shown_fw, target
     )

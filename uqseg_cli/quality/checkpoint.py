@@ -1,9 +1,13 @@
 """``quality.pt``: everything needed to predict, loadable with ``torch.load(weights_only=True)``.
 
-Contents: ``{"format": "uqseg-quality/1", "meta": {...}, "state_dict": {...}, "arrays": {...}}``. ``meta`` holds
-plain Python values only: framework, method, measure(s), target, backbone, dims, input size, channel names, the
-per-channel normalisation statistics, the feature names (features framework), the training record and the cases it
-was fitted on. ``state_dict`` holds the CNN weights; ``arrays`` the exported feature models (name → tensors).
+Contents: ``{"format": "uqseg-quality/1", "version": 1, "meta": {...}, "state_dict": {...}, "arrays": {...}}``.
+``meta`` is :class:`~uqseg_cli.quality.meta.QualityMeta` as plain Python values: framework, method, measure(s),
+target, backbone, dims, input size, channel names, the per-channel normalisation statistics, the feature names
+(features framework), the training record and the cases it was fitted on. ``state_dict`` holds the CNN weights;
+``arrays`` the exported feature models (name → tensors).
+
+``version`` counts changes of the layout; files written before it existed have none and are version 1. A file of
+another version is refused in one line (a newer uqseg wrote it).
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ import torch
 from uqseg_cli.errors import InputError
 from uqseg_cli.io.atomic import atomic_write
 from uqseg_cli.quality.inputs import FRAMEWORKS, FRAMEWORKS_CNN
+from uqseg_cli.quality.meta import FORMAT, QualityMeta
 from uqseg_cli.quality.models import QualityRegressor, create_quality_model
 
-FORMAT = "uqseg-quality/1"
+VERSION = 1
+"""The layout version written and the only one read."""
 
 
 def _plain(obj):
-    """``meta`` as plain JSON types (numpy scalars and arrays converted), so ``weights_only`` loading accepts it."""
+    """``meta.to_dict()`` as plain JSON types (numpy scalars and arrays converted), so ``weights_only`` loading
+    accepts it."""
 
     def conv(o):
         if isinstance(o, np.generic):
@@ -39,14 +46,15 @@ def _plain(obj):
 
 def save_quality_model(
     path: Path | str,
-    meta: dict,
+    meta: QualityMeta,
     model: QualityRegressor | None = None,
     arrays: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> None:
     """Write a quality checkpoint atomically (temporary name, then ``os.replace``)."""
     obj = {
         "format": FORMAT,
-        "meta": _plain(meta),
+        "version": VERSION,
+        "meta": _plain(meta.to_dict()),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()} if model is not None else {},
         "arrays": {
             name: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in st.items()}
@@ -57,7 +65,8 @@ def save_quality_model(
 
 
 def read_quality_checkpoint(path: Path | str) -> dict:
-    """The checkpoint dict (``weights_only=True``), checked; arrays come back as numpy. One-line error otherwise."""
+    """The checkpoint dict (``weights_only=True``), checked: ``meta`` comes back as :class:`QualityMeta`, arrays
+    as numpy, ``version`` is set (1 for files without one). One-line `InputError` otherwise."""
     from uqseg_cli.io.untrusted import load_torch_file
 
     path = Path(path)
@@ -65,24 +74,35 @@ def read_quality_checkpoint(path: Path | str) -> dict:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         fmt = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise InputError(f"{path}: not a uqseg quality model (format {fmt!r}, expected {FORMAT!r})")
+    version = obj.get("version", 1)  # files written before the version existed are version 1
+    if version != VERSION:
+        raise InputError(
+            f"{path}: quality model version {version!r} is not supported (this uqseg reads version {VERSION}; "
+            "was it written by a newer uqseg?)"
+        )
     meta = obj.get("meta")
     if not isinstance(meta, dict) or meta.get("framework") not in FRAMEWORKS:
         raise InputError(f"{path}: unknown framework {meta.get('framework') if isinstance(meta, dict) else meta!r}")
+    try:
+        obj["meta"] = QualityMeta.from_dict(meta)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: damaged quality model meta ({exc})") from None
+    obj["version"] = version
     obj["arrays"] = {n: {k: v.numpy() for k, v in st.items()} for n, st in obj.get("arrays", {}).items()}
     return obj
 
 
-def load_quality_model(path: Path | str) -> tuple[QualityRegressor, dict]:
+def load_quality_model(path: Path | str) -> tuple[QualityRegressor, QualityMeta]:
     """The CNN regressor of a ``quality.pt`` (eval mode, CPU) and its ``meta``.
 
     ``model(x)`` takes :func:`~uqseg_cli.quality.inputs.build_inputs` of a case (batched) and returns ``(N,)``
     predicted quality; ``model.embed(x)`` the penultimate embedding; ``model.gradcam_layer`` the Grad-CAM layer.
     """
     obj = read_quality_checkpoint(path)
-    meta = obj["meta"]
-    if meta["framework"] not in FRAMEWORKS_CNN:
+    meta: QualityMeta = obj["meta"]
+    if meta.framework not in FRAMEWORKS_CNN:
         raise InputError(
-            f"{path}: is a {meta['framework']!r} quality model (regression on aggregated features), not a CNN"
+            f"{path}: is a {meta.framework!r} quality model (regression on aggregated features), not a CNN"
         )
     model = create_quality_model(meta, pretrained=False)
     try:

@@ -1,7 +1,7 @@
 """What a quality model (``quality.pt``) holds, as a JSON-able dict (``uqseg info quality.pt``), and
 :func:`describe_checkpoint`, which tells a quality model from a segmenter (models/describe.py) by its header.
 
-The ``meta`` of a quality checkpoint is a plain dict (quality/checkpoint.py); it is read here key by key.
+The ``meta`` of a quality checkpoint is a :class:`~uqseg_cli.quality.meta.QualityMeta` (quality/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 
 from uqseg_cli.models.describe import describe_segmenter
 from uqseg_cli.quality.checkpoint import FORMAT, read_quality_checkpoint
+from uqseg_cli.quality.meta import QualityMeta
 
 
 def checkpoint_format(path: Path) -> str | None:
@@ -37,29 +38,28 @@ def describe_quality_model(path: Path) -> dict:
     """Framework, method/measure, target, training cases, segmenter; the CNN's input and training record, or the
     feature regressors' features and models."""
     loaded = read_quality_checkpoint(path)
-    meta = loaded["meta"]
+    meta: QualityMeta = loaded["meta"]
     state = loaded.get("state_dict") or {}
-    seg = meta.get("segmenter")
+    seg = meta.segmenter
     if isinstance(seg, str):  # older files keep it as text
         seg = {"description": seg}
     d = {
         "file": str(path),
         "kind": "quality model",
-        "framework": meta.get("framework"),
-        "method": meta.get("method"),
-        "measure": meta.get("measure"),
-        "target": meta.get("target", "dice"),
-        "train_cases": len(meta.get("train_cases", [])),
+        "framework": meta.framework,
+        "method": meta.method,
+        "measure": meta.measure,
+        "target": meta.target,
+        "train_cases": len(meta.train_cases or []),
         "segmenter": seg or {},
     }
-    if meta.get("framework") == "features":
+    if meta.framework == "features":
         d["architecture"] = "linear and random-forest regression on aggregated features"
-        d["features"] = list(meta.get("features", []))
+        d["features"] = list(meta.features or [])
         d["models"] = sorted((loaded.get("arrays") or {}).keys())
     else:
-        d["architecture"] = f"{meta.get('backbone')} ({meta.get('dims')}D CNN), sigmoid output"
+        d["architecture"] = f"{meta.backbone} ({meta.dims}D CNN), sigmoid output"
         d["parameters"] = int(sum(int(t.numel()) for t in state.values()))
-        d["input"] = {"size": meta.get("input_size"), "channels": meta.get("channels"),
-                      "classes": meta.get("num_classes")}
-        d["training"] = meta.get("training", {})
+        d["input"] = {"size": meta.input_size, "channels": meta.channels, "classes": meta.num_classes}
+        d["training"] = meta.training if meta.training is not None else {}
     return d

@@ -10,7 +10,7 @@ Channels by framework (in this order):
 - every CNN framework, where ``samples.h5`` holds vote counts: the foreground *agreement map* of the method last
   (``agree:<method>``: the fraction of the T sampled segmentations that call the voxel foreground).
 
-Every channel is resampled to ``meta["input_size"]`` (bilinear with antialiasing in 2D, trilinear in 3D) and
+Every channel is resampled to ``meta.input_size`` (bilinear with antialiasing in 2D, trilinear in 3D) and
 standardised with the per-channel mean and std of the training inputs stored in ``meta`` ("feature statistics").
 :func:`build_inputs` is exactly what the regressor sees, so Grad-CAM (``uqseg explain``) can run on it.
 """
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from uqseg_cli.errors import CaseError
+from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.regions import uncertainty_direction
 
 FRAMEWORKS_CNN = ("seg-unc", "img-seg-unc", "hybrid")
@@ -53,18 +54,18 @@ def agreement_map(view, method: str) -> np.ndarray:
     return (T - votes0) / np.float32(T)
 
 
-def load_channels(view, meta: dict) -> np.ndarray:
+def load_channels(view, meta: QualityMeta) -> np.ndarray:
     """Raw channels of one case (a ``CaseView`` of ``uncertainty.h5``) at the original resolution.
 
-    Returns float32 ``(C, *spatial)`` in the order of ``meta["channels"]``. Raises :class:`CaseError` naming the case
+    Returns float32 ``(C, *spatial)`` in the order of ``meta.channels``. Raises :class:`CaseError` naming the case
     and the missing array or wrong shape.
     """
-    method = meta["method"]
+    method = meta.method
     try:
         seg = np.asarray(view.get("segmentation"))
         image = None
         out: list[np.ndarray] = []
-        for name in meta["channels"]:
+        for name in meta.channels:
             kind, _, arg = name.partition(":")
             if kind == "image":
                 if image is None:
@@ -87,9 +88,9 @@ def load_channels(view, meta: dict) -> np.ndarray:
     shapes = {a.shape for a in out}
     if len(shapes) != 1:
         raise CaseError(f"{view.file.path}: case {view.id}: channels have different shapes {sorted(shapes)}")
-    if len(seg.shape) != int(meta["dims"]):
+    if len(seg.shape) != int(meta.dims):
         raise CaseError(
-            f"{view.file.path}: case {view.id}: a {len(seg.shape)}-D case for a {meta['dims']}-D quality model"
+            f"{view.file.path}: case {view.id}: a {len(seg.shape)}-D case for a {meta.dims}-D quality model"
         )
     return np.stack(out).astype(np.float32, copy=False)
 
@@ -108,13 +109,13 @@ def resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return xb[0] if single else xb
 
 
-def standardize(x: torch.Tensor, meta: dict) -> torch.Tensor:
+def standardize(x: torch.Tensor, meta: QualityMeta) -> torch.Tensor:
     """``(x - mean_c) / std_c`` with the stored per-channel statistics; ``x``: ``(C, *s)`` or ``(N, C, *s)``."""
-    c_axis = 0 if x.ndim == len(meta["input_size"]) + 1 else 1
+    c_axis = 0 if x.ndim == len(meta.input_size) + 1 else 1
     shape = [1] * x.ndim
     shape[c_axis] = -1
-    mean = torch.tensor(meta["channel_mean"], dtype=x.dtype).reshape(shape)
-    std = torch.tensor(meta["channel_std"], dtype=x.dtype).reshape(shape)
+    mean = torch.tensor(meta.channel_mean, dtype=x.dtype).reshape(shape)
+    std = torch.tensor(meta.channel_std, dtype=x.dtype).reshape(shape)
     return (x - mean) / std
 
 
@@ -128,11 +129,11 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def raw_inputs(view, meta: dict) -> torch.Tensor:
+def raw_inputs(view, meta: QualityMeta) -> torch.Tensor:
     """Channels of one case resampled to the fixed grid, not yet standardised: ``(C, *input_size)`` float32."""
-    return resample(torch.from_numpy(load_channels(view, meta)), meta["input_size"])
+    return resample(torch.from_numpy(load_channels(view, meta)), meta.input_size)
 
 
-def build_inputs(view, meta: dict) -> torch.Tensor:
+def build_inputs(view, meta: QualityMeta) -> torch.Tensor:
     """The regressor's input for one case: ``(C, *input_size)`` float32, resampled and standardised."""
     return standardize(raw_inputs(view, meta), meta)

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from uqseg_cli.quality.meta import QualityMeta
+
 
 class SmallCNN3d(nn.Module):
     """Four conv-BN-ReLU blocks (widths 16, 32, 64, 128; max-pool by 2 after the first three), global average pool.
@@ -99,19 +101,20 @@ class QualityRegressor(nn.Module):
             self.head.weight.mul_(0.1)
 
 
-def create_quality_model(meta: dict, pretrained: bool = False) -> QualityRegressor:
-    """The regressor described by a checkpoint's ``meta`` (``backbone``, ``channels``, ``dims``, ``dropout``).
+def create_quality_model(meta: QualityMeta, pretrained: bool = False) -> QualityRegressor:
+    """The regressor described by a checkpoint's ``meta`` (``backbone``, ``channels``, ``dims``, ``dropout``,
+    ``extra_features``).
 
     ``pretrained`` downloads timm's ImageNet weights (for fitting with ``--pretrained``); loading a checkpoint never
     needs them.
     """
     return QualityRegressor(
-        meta["backbone"],
-        in_chans=len(meta["channels"]),
-        dims=int(meta["dims"]),
+        meta.backbone,
+        in_chans=len(meta.channels),
+        dims=int(meta.dims),
         pretrained=pretrained,
-        dropout=float(meta.get("dropout", 0.2)),
-        n_extra=len(meta.get("extra_features", [])),
+        dropout=float(0.2 if meta.dropout is None else meta.dropout),
+        n_extra=len(meta.extra_features or []),
     )
 
 

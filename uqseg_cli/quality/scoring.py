@@ -10,6 +10,7 @@ is always cross-fitted on the labelled cases with the same folds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from uqseg_cli.quality.features import (
     predict_feature_model,
 )
 from uqseg_cli.quality.inputs import IMAGE_FRAMEWORKS, channel_names, raw_inputs, standardize
+from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.regions import AGREEMENT_REGIONS, REGIONS, SHAPE_REGIONS, VOLUME_REGIONS, feature_matrix
 from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn, standardize_extra
 from uqseg_cli.rng import case_seed
@@ -137,13 +139,14 @@ def fold_seed(seed: int, fold: int | str, tag: str) -> int:
 
 @dataclass
 class Prediction:
-    """Predictions of one (method, measure, framework): per case, with split labels and a detail string."""
+    """Predictions of one (method, measure, framework): per case, with split labels and a detail string; a fitted
+    model's meta (features: the feature names; CNN: all but the segmenter), weights or exported arrays."""
 
     framework: str
     predicted: np.ndarray
     split: np.ndarray
     detail: str = ""
-    model_meta: dict | None = None
+    model_meta: QualityMeta | None = None
     model: torch.nn.Module | None = None
     arrays: dict | None = None
 
@@ -177,13 +180,13 @@ def predict_features(
     state = fit_feature_model(kind, x[lab], y[lab], seed)
     rest = np.flatnonzero(split != "oof")
     pred[rest] = predict_feature_model(kind, state, x[rest])
-    meta = {"features": names}
+    meta = QualityMeta(framework="features", method=method, measure=measure, features=names)
     return Prediction(f"features-{kind}", pred, split, detail=f"{len(names)} features", model_meta=meta,
                       arrays={kind: state})
 
 
-def predict_features_loaded(batch: Batch, method: str, meta: dict, arrays: dict) -> list[Prediction]:
-    x = method_matrix(batch.long, method, meta["features"], batch.case_ids)
+def predict_features_loaded(batch: Batch, method: str, meta: QualityMeta, arrays: dict) -> list[Prediction]:
+    x = method_matrix(batch.long, method, meta.features, batch.case_ids)
     out = []
     for kind, state in arrays.items():
         split = np.full(len(batch.case_ids), "test", dtype=object)
@@ -220,7 +223,7 @@ def cnn_meta(
     view, framework: str, method: str, measure: str, measures: Sequence[str], backbone: str,
     input_size: Sequence[int] | None, target: str, pretrained: bool, num_classes: int, agreement: bool = True,
     extra_features: Sequence[str] = (),
-) -> dict:
+) -> QualityMeta:
     """The description of a CNN regressor for the data of ``view`` (first case of the batch); ``agreement`` adds the
     method's vote-fraction map as the last channel where the file has vote counts."""
     seg_ndim = len(view.dataset("segmentation").shape)
@@ -235,28 +238,27 @@ def cnn_meta(
         size = size * dims
     if len(size) != dims:
         raise ValueError(f"--input-size has {len(size)} values for {dims}-D cases")
-    return {
-        "format": "uqseg-quality/1",
-        "framework": framework,
-        "method": method,
-        "measure": measure,
-        "measures": ms,
-        "target": target,
-        "backbone": backbone if dims == 2 else "smallcnn3d",
-        "pretrained": pretrained,
-        "dims": dims,
-        "input_size": size,
-        "num_classes": int(num_classes),
-        "image_channels": img_c,
-        "channels": channel_names(
+    return QualityMeta(
+        framework=framework,
+        method=method,
+        measure=measure,
+        measures=ms,
+        target=target,
+        backbone=backbone if dims == 2 else "smallcnn3d",
+        pretrained=pretrained,
+        dims=dims,
+        input_size=size,
+        num_classes=int(num_classes),
+        image_channels=img_c,
+        channels=channel_names(
             framework, img_c, num_classes, ms, method if agreement and view.has(f"{method}/votes") else None
         ),
-        "dropout": 0.2,
-        **({"extra_features": list(extra_features)} if framework == "hybrid" else {}),
-    }
+        dropout=0.2,
+        extra_features=list(extra_features) if framework == "hybrid" else None,
+    )
 
 
-def load_raw(sf, case_ids: Sequence[str], meta: dict, progress=None) -> torch.Tensor:
+def load_raw(sf, case_ids: Sequence[str], meta: QualityMeta, progress=None) -> torch.Tensor:
     """Raw resampled inputs ``(N, C, *input_size)`` of the cases (raises ``CaseError`` for an unreadable case)."""
     xs = []
     for cid in case_ids:
@@ -269,7 +271,7 @@ def load_raw(sf, case_ids: Sequence[str], meta: dict, progress=None) -> torch.Te
 def predict_cnn_framework(
     batch: Batch,
     x_raw: torch.Tensor,
-    meta: dict,
+    meta: QualityMeta,
     folds: np.ndarray | None,
     cfg: FitConfig,
     device,
@@ -282,7 +284,7 @@ def predict_cnn_framework(
     y = batch.target
     lab, split = _splits(batch, folds)
     pred = np.full(len(batch.case_ids), np.nan)
-    tag = f"{meta['method']}/{meta['measure']}/{meta['framework']}"
+    tag = f"{meta.method}/{meta.measure}/{meta.framework}"
     z_all = hybrid_features(batch, meta)
 
     def sub(idx):
@@ -317,20 +319,20 @@ def predict_cnn_framework(
     if len(rest):
         z = standardize_extra(sub(rest), m)
         pred[rest] = predict_cnn(model, standardize(x_raw[rest], m), cfg.batch_size, device, z=z)
-    m["train_cases"] = [batch.case_ids[i] for i in lab]
-    return Prediction(meta["framework"], pred, split, detail=meta["backbone"], model_meta=m, model=model.cpu())
+    m = dataclasses.replace(m, train_cases=[batch.case_ids[i] for i in lab])
+    return Prediction(meta.framework, pred, split, detail=meta.backbone, model_meta=m, model=model.cpu())
 
 
-def hybrid_features(batch: Batch, meta: dict) -> np.ndarray | None:
+def hybrid_features(batch: Batch, meta: QualityMeta) -> np.ndarray | None:
     """The raw aggregated features ``(n_cases, P)`` a hybrid model joins to its embedding (None otherwise)."""
-    names = meta.get("extra_features")
+    names = meta.extra_features
     if not names:
         return None
-    return method_matrix(batch.long, meta["method"], names, batch.case_ids)
+    return method_matrix(batch.long, meta.method, names, batch.case_ids)
 
 
-def _fit_line(meta: dict, seconds: float) -> str:
-    t = meta["training"]
+def _fit_line(meta: QualityMeta, seconds: float) -> str:
+    t = meta.training
     return (
         f"fitted on {t['n_train']} (+{t['n_val']} validation) case(s), best epoch {t['best_epoch']}/{t['epochs_run']}"
         f", validation MSE {t['best_val_mse']:.4f} ({seconds:.0f} s)"

@@ -12,6 +12,7 @@ per-channel statistics are computed on the cases being fitted and stored in the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from uqseg_cli.quality.inputs import channel_stats, standardize
+from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import QualityRegressor, create_quality_model, init_from_segmenter
 
 LOSSES = ("mse", "huber", "mse+pearson")
@@ -102,13 +104,13 @@ def extra_stats(z: np.ndarray) -> dict[str, list[float]]:
             "extra_std": np.where(std > 0, std, 1.0).tolist()}
 
 
-def standardize_extra(z: np.ndarray | None, meta: dict) -> torch.Tensor | None:
+def standardize_extra(z: np.ndarray | None, meta: QualityMeta) -> torch.Tensor | None:
     """A hybrid model's features ``(N, P)`` imputed and standardised with the stored statistics (None stays)."""
-    if z is None or not meta.get("extra_features"):
+    if z is None or not meta.extra_features:
         return None
     z = np.asarray(z, dtype=np.float64)
-    zi = np.where(np.isfinite(z), z, np.asarray(meta["extra_median"]))
-    return torch.as_tensor((zi - np.asarray(meta["extra_mean"])) / np.asarray(meta["extra_std"]), dtype=torch.float32)
+    zi = np.where(np.isfinite(z), z, np.asarray(meta.extra_median))
+    return torch.as_tensor((zi - np.asarray(meta.extra_mean)) / np.asarray(meta.extra_std), dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -128,35 +130,36 @@ def predict_cnn(
 def fit_cnn(
     x_raw: torch.Tensor,
     y: np.ndarray,
-    meta: dict,
+    meta: QualityMeta,
     cfg: FitConfig = FitConfig(),
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = None,
     z_raw: np.ndarray | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
-) -> tuple[QualityRegressor, dict]:
+) -> tuple[QualityRegressor, QualityMeta]:
     """Fit a regressor on raw inputs ``x_raw`` ``(N, C, *input_size)`` and targets ``y`` ``(N,)`` in [0, 1].
 
     ``meta`` describes the model (``backbone``, ``channels``, ``dims``, ``input_size`` ...); the returned copy adds
-    ``channel_mean``/``channel_std`` and the training record (epochs, best epoch, validation MSE). Deterministic for
-    a given ``cfg.seed`` on CPU.
+    ``channel_mean``/``channel_std`` (and a hybrid model's ``extra_*`` statistics), ``init_tensors_from_segmenter``
+    when ``cfg.init_state`` is given, and the training record (epochs, best epoch, validation MSE). Deterministic
+    for a given ``cfg.seed`` on CPU.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    meta = dict(meta)
-    meta["channel_mean"], meta["channel_std"] = channel_stats(x_raw)
+    mean, std = channel_stats(x_raw)
+    meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std)
     x = standardize(x_raw, meta)
-    if meta.get("extra_features"):
+    if meta.extra_features:
         if z_raw is None:
             raise ValueError("a hybrid model needs its aggregated features (z_raw)")
-        meta.update(extra_stats(z_raw))
+        meta = dataclasses.replace(meta, **extra_stats(z_raw))
     z = standardize_extra(z_raw, meta)
     yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
     tr, va = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
     model = create_quality_model(meta, pretrained=cfg.pretrained)
     if cfg.init_state is not None:
-        n = init_from_segmenter(model, cfg.init_state, int(meta.get("image_channels", 0)))
-        meta["init_tensors_from_segmenter"] = n
+        n = init_from_segmenter(model, cfg.init_state, int(meta.image_channels or 0))
+        meta = dataclasses.replace(meta, init_tensors_from_segmenter=n)
     model = model.to(device)
     model.init_output(float(yt[tr].mean()))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -199,7 +202,7 @@ def fit_cnn(
             break
     model.load_state_dict(best[2])
     model.eval()
-    meta["training"] = {
+    training = {
         "epochs_run": len(history),
         "best_epoch": best[1] + 1,
         "best_val_mse": best[0],
@@ -211,4 +214,4 @@ def fit_cnn(
         "seed": cfg.seed,
         "loss": cfg.loss,
     }
-    return model, meta
+    return model, dataclasses.replace(meta, training=training)

@@ -26,6 +26,8 @@ from uqseg_cli.stages.device import resolve_device
 if TYPE_CHECKING:
     import torch
 
+    from uqseg_cli.quality.meta import QualityMeta
+
 STAGE = "explain"
 INPUTS = ("scores.csv", "uncertainty.h5")  # tried in the current folder when no input is given
 LAYOUT = {
@@ -103,7 +105,7 @@ def beside(base: Path, name: str) -> Path | None:
     return None
 
 
-def load_model(options: ExplainOptions, src: Path) -> tuple[object, dict | None, Path | None, torch.device]:
+def load_model(options: ExplainOptions, src: Path) -> tuple[object, QualityMeta | None, Path | None, torch.device]:
     """The quality model (on ``options.device``), its metadata, its path and the device; the model, metadata and
     path are None without one."""
     model_path = options.model if options.model is not None else beside(src, "quality.pt")
@@ -118,13 +120,13 @@ def load_model(options: ExplainOptions, src: Path) -> tuple[object, dict | None,
     return model.to(device), meta, model_path, device
 
 
-def cases_file(options: ExplainOptions, src: Path, meta: dict | None, has_model: bool):
+def cases_file(options: ExplainOptions, src: Path, meta: QualityMeta | None, has_model: bool):
     """The scores rows (with a scores table as input, else None) and the stage file holding the cases (or None)."""
     from uqseg_cli.explain.pipeline import read_scores
 
     scores, h5_path = None, src
     if src.suffix.lower() == ".csv":
-        prefer = {k: (meta or {}).get(k) for k in ("method", "measure", "framework")}
+        prefer = {k: getattr(meta, k) if meta is not None else None for k in ("method", "measure", "framework")}
         scores = read_scores(src, method=options.method, measure=options.measure, framework=options.framework,
                              prefer=prefer)
         h5_path = options.h5 if options.h5 is not None else beside(src, "uncertainty.h5")
@@ -135,7 +137,7 @@ def cases_file(options: ExplainOptions, src: Path, meta: dict | None, has_model:
     return scores, h5_path
 
 
-def side_tables(options: ExplainOptions, src: Path, meta: dict | None) -> dict:
+def side_tables(options: ExplainOptions, src: Path, meta: QualityMeta | None) -> dict:
     """The tables beside the input the report shows or links: `evaluate`'s per-bin sums and summary, the feature
     table, `score`'s summary; as keyword arguments of the pipeline."""
     import pandas as pd
@@ -152,7 +154,7 @@ def side_tables(options: ExplainOptions, src: Path, meta: dict | None) -> dict:
     if src.suffix.lower() == ".csv":
         s_sum = src.with_name(f"{src.stem}.summary.csv")
         scores_summary = pd.read_csv(s_sum) if s_sum.exists() else None
-        links += [(src, f"{src.name} (predicted and true {(meta or {}).get('target', 'dice')} of every case)")]
+        links += [(src, f"{src.name} (predicted and true {meta.target if meta is not None else 'dice'} of every case)")]
         if s_sum.exists():
             links.append((s_sum, f"{s_sum.name} (R², Pearson, Spearman, MAE, AURC of every configuration)"))
     if bins_path is not None:

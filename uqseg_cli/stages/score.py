@@ -4,7 +4,8 @@ Per method × measure × framework (a *configuration*) a quality regressor is fi
 (cross-fitted with ``cv`` folds: out-of-fold predictions for them) and predicts every case; the best single
 aggregated feature (the baseline) is always reported next to it. With ``model`` a saved ``quality.pt`` predicts
 instead (nothing is fitted but the baseline). Files written: see :data:`TABLES` (CSV and torch files, not HDF5;
-nothing is resumed). The metadata of ``quality.pt`` is the dict of ``quality.checkpoint`` (read by ``explain``).
+nothing is resumed). The metadata of ``quality.pt`` is :class:`~uqseg_cli.quality.meta.QualityMeta` (read by
+``explain`` and ``info``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_m
 from uqseg_cli.quality.combined import CombinedStats
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
+from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import create_quality_model
 from uqseg_cli.quality.regions import RegionParams, collect_features
 from uqseg_cli.quality.scoring import (
@@ -186,18 +188,18 @@ def resolve_plan(options: ScoreOptions, report: Report) -> Plan:
     if options.model is None:
         return Plan(options.target, list(options.methods), list(options.measures), frameworks)
     loaded = read_quality_checkpoint(options.model)
-    meta = loaded["meta"]
-    for opt, given, have in (("--method", options.methods, meta["method"]),
-                             ("--measure", options.measures, meta["measure"])):
+    meta: QualityMeta = loaded["meta"]
+    for opt, given, have in (("--method", options.methods, meta.method),
+                             ("--measure", options.measures, meta.measure)):
         if given and given != [have]:
             raise UqsegError(f"{opt} {','.join(given)}: {options.model} was fitted for {opt} {have}")
-    if options.frameworks and frameworks != [meta["framework"]]:
-        raise UqsegError(f"--framework {','.join(frameworks)}: {options.model} is a {meta['framework']} model")
+    if options.frameworks and frameworks != [meta.framework]:
+        raise UqsegError(f"--framework {','.join(frameworks)}: {options.model} is a {meta.framework} model")
     target = options.target
-    if meta.get("target", "dice") != target:
-        report.log(f"using the model's target {meta['target']!r}")
-        target = meta["target"]
-    return Plan(target, [meta["method"]], [meta["measure"]], [meta["framework"]], loaded)
+    if meta.target != target:
+        report.log(f"using the model's target {meta.target!r}")
+        target = meta.target
+    return Plan(target, [meta.method], [meta.measure], [meta.framework], loaded)
 
 
 def resolve_configurations(sf: StageFile, plan: Plan, src: Path) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -270,8 +272,8 @@ def read_inputs(sf: StageFile, plan: Plan, options: ScoreOptions, src: Path, rep
     else:
         long = got.long
     saved_stats = None
-    if plan.loaded is not None and plan.loaded["meta"].get("combined_stats"):
-        saved_stats = CombinedStats.from_json(plan.loaded["meta"]["combined_stats"])
+    if plan.loaded is not None and plan.loaded["meta"].combined_stats:
+        saved_stats = CombinedStats.from_json(plan.loaded["meta"].combined_stats)
     long, combined_stats = with_combined(long, all_measures, saved_stats)
     ok_ids = [c for c in ids if c not in got.failed]
     if not ok_ids:
@@ -335,10 +337,11 @@ def fit_features(inputs: Inputs, method: str, measure: str, folds, options: Scor
         preds.append(p)
         arrays.update(p.arrays)
         fmeta = p.model_meta
-    meta = {"format": "uqseg-quality/1", "framework": "features", "method": method, "measure": measure,
-            "target": target, **fmeta,
-            "combined_stats": inputs.combined_stats.to_json() if inputs.combined_stats else None,
-            "train_cases": [c for c, ok in zip(batch.case_ids, batch.labelled, strict=True) if ok]}
+    meta = dataclasses.replace(
+        fmeta, target=target,
+        combined_stats=inputs.combined_stats.to_json() if inputs.combined_stats else None,
+        train_cases=[c for c, ok in zip(batch.case_ids, batch.labelled, strict=True) if ok],
+    )
     save_quality_model(path, meta, arrays=arrays)
     return preds
 
@@ -356,17 +359,17 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
                     agreement=options.agreement_channel, extra_features=extra)
     init = segmenter_init(sf, options.init_from, meta, report.quiet)
     if init is not None:
-        meta["init_from"] = init[0]
+        meta = dataclasses.replace(meta, init_from=init[0])
         cfg = dataclasses.replace(cfg, init_state=init[1])
     x_raw = read_raw(sf, ok_ids, meta, f"score: inputs {method}/{measure}/{framework}", report.quiet)
     p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev, log=None if report.quiet else (lambda s: log(s)),
                               progress=fitprog)
-    p.model_meta["segmenter"] = segmenter_info(sf)
+    p.model_meta = dataclasses.replace(p.model_meta, segmenter=segmenter_info(sf))
     save_quality_model(path, p.model_meta, p.model)
     return p, cfg
 
 
-def read_raw(sf: StageFile, case_ids: list[str], meta: dict, label: str, quiet: bool):
+def read_raw(sf: StageFile, case_ids: list[str], meta: QualityMeta, label: str, quiet: bool):
     """The CNN's raw inputs of every case (an unreadable case stops the run with one line)."""
     prog = Progress(len(case_ids), label, quiet=quiet)
     try:
@@ -426,11 +429,11 @@ def num_classes(sf: StageFile, case_id: str) -> int:
     return num_classes_of(sf.case(case_id))
 
 
-def segmenter_init(sf: StageFile, spec: str, meta: dict, quiet: bool) -> tuple[str, dict] | None:
+def segmenter_init(sf: StageFile, spec: str, meta: QualityMeta, quiet: bool) -> tuple[str, dict] | None:
     """``(path, state_dict)`` of the segmenter whose encoder starts the CNN, or None (``--init-from``)."""
     from uqseg_cli.models.checkpoint import read_checkpoint
 
-    if spec == "none" or meta["dims"] != 2:
+    if spec == "none" or meta.dims != 2:
         return None
     if spec == "auto":
         info = segmenter_info(sf)
@@ -446,8 +449,8 @@ def segmenter_init(sf: StageFile, spec: str, meta: dict, quiet: bool) -> tuple[s
         path = Path(spec)
     ck, state = read_checkpoint(path)
     backbone = ck.arch[len("fpn-"):] if ck.arch.startswith("fpn-") else None  # fpn-<timm backbone>
-    if backbone != meta["backbone"]:
-        msg = f"--init-from: {path} has backbone {backbone!r}, the CNN {meta['backbone']!r}"
+    if backbone != meta.backbone:
+        msg = f"--init-from: {path} has backbone {backbone!r}, the CNN {meta.backbone!r}"
         if spec != "auto":
             raise UqsegError(msg)
         log(f"{msg}: the CNN starts from random weights", quiet)
@@ -476,15 +479,15 @@ def predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: i
     from uqseg_cli.quality.inputs import standardize
     from uqseg_cli.quality.training import standardize_extra
 
-    meta = loaded["meta"]
-    trained_on = set(meta.get("train_cases", []))
+    meta: QualityMeta = loaded["meta"]
+    trained_on = set(meta.train_cases or [])
     overlap = [c for c in batch.case_ids if c in trained_on]
     if overlap:
         warn(f"{len(overlap)} case(s) were in the quality model's own training set (e.g. {overlap[0]}): "
              "their predictions are in-sample (split=train) and not summarised")
     split = np.array(["train" if c in trained_on else "test" for c in batch.case_ids], dtype=object)
-    if meta["framework"] == "features":
-        preds = predict_features_loaded(batch, meta["method"], meta, loaded["arrays"])
+    if meta.framework == "features":
+        preds = predict_features_loaded(batch, meta.method, meta, loaded["arrays"])
         for p in preds:
             p.split = split
         return preds
@@ -494,7 +497,7 @@ def predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: i
     x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
     z = standardize_extra(hybrid_features(batch, meta), meta)
     pred = predict_cnn(net, standardize(x_raw, meta), batch_size, dev, z=z)
-    return [Prediction(meta["framework"], pred, split, detail=f"loaded {meta['backbone']}")]
+    return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.backbone}")]
 
 
 # --- outputs -------------------------------------------------------------------------------------------------------
