@@ -25,7 +25,7 @@ def temporary_name(path: Path, keep_suffix: bool = False) -> Path:
     return tmp
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -41,7 +41,7 @@ def atomic_write(path: Path | str, write: Callable[[Path], object], *, keep_suff
     tmp = temporary_name(path, keep_suffix)
     try:
         write(tmp)
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
         if is_disk_full(exc) or "file write failed" in str(exc):  # torch.save does not keep the errno

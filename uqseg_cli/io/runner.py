@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 
 from uqseg_cli.errors import DiskFullError, StoreError, UqsegError, check_room, disk_full_message, is_disk_full
+from uqseg_cli.io.atomic import fsync_file
 from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
 from uqseg_cli.io.lock import OutputLock
 from uqseg_cli.io.sharding import part_path, select_part
@@ -58,14 +59,6 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_case(tmp: Path, cid: str, process: Callable[[str, h5py.Group], None]) -> None:
@@ -309,7 +302,7 @@ def _consolidate(
             finally:
                 if src_old is not None:
                     src_old.close()
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

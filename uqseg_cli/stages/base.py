@@ -18,7 +18,7 @@ from uqseg_cli.errors import UqsegError
 from uqseg_cli.progress import error, log
 
 if TYPE_CHECKING:  # the runner brings h5py; listing the commands must stay light
-    from uqseg_cli.io.runner import RunResult
+    from uqseg_cli.io.runner import RunResult, StageRun
 
 CONFIG = "uqseg_config"  # field metadata: the key under which the field enters the resume config
 
@@ -92,6 +92,25 @@ class CaseStageOptions:
         if self.input is not None:
             self.input = Path(self.input)
         self.output = Path(self.output)
+
+
+def stage_run(stage: str, options: CaseStageOptions, report: Report, *, config: dict, case_ids: list[str],
+              parent: Path | None, part: tuple[int, int], inputs: list | None = None) -> StageRun:
+    """The runner's description of one run of ``stage`` (``part`` = (num_parts, part_id) as resolved)."""
+    from uqseg_cli.io.runner import StageRun
+
+    return StageRun(
+        stage=stage,
+        out=options.output,
+        config=config,
+        case_ids=case_ids,
+        parent=parent,
+        num_parts=part[0],
+        part_id=part[1],
+        overwrite=options.overwrite,
+        quiet=report.quiet,
+        inputs=list(inputs or []),
+    )
 
 
 @dataclass

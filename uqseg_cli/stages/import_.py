@@ -17,7 +17,7 @@ import numpy as np
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import warn
-from uqseg_cli.stages.base import Report, StageResult, option, resume_config
+from uqseg_cli.stages.base import Report, StageResult, option, resume_config, stage_run
 from uqseg_cli.stages.predict import LAYOUT as PREDICT_LAYOUT
 from uqseg_cli.stages.predict import ImageStageOptions, class_argmax, write_case
 
@@ -116,7 +116,7 @@ def run(options: ImportOptions, report: Report | None = None) -> StageResult:
     """Import the predictions in ``options.source`` for every case of ``options.input`` into ``options.output``."""
     from uqseg_cli.io.cases import discover_cases
     from uqseg_cli.io.predictions import match_predictions
-    from uqseg_cli.io.runner import StageRun, run_stage
+    from uqseg_cli.io.runner import run_stage
     from uqseg_cli.io.sharding import resolve_part
     from uqseg_cli.io.store import relpath
 
@@ -134,16 +134,12 @@ def run(options: ImportOptions, report: Report | None = None) -> StageResult:
         class_names=names,
     )
     mismatched: list[str] = []
-    run = StageRun(
-        stage=STAGE,
-        out=options.output,
+    run = stage_run(
+        STAGE, options, report,
         config=config,
         case_ids=sorted(specs),
         parent=None,
-        num_parts=n_parts,
-        part_id=p_id,
-        overwrite=options.overwrite,
-        quiet=report.quiet,
+        part=(n_parts, p_id),
         inputs=[*options.inputs(), ("--from", options.source)],
     )
     report.log(f"importing {len(specs)} case(s) from {options.source} ({K} classes: {', '.join(names)})")

@@ -17,7 +17,7 @@ import numpy as np
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.io.cases import split_paths
 from uqseg_cli.progress import warn
-from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, option, resume_config
+from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, option, resume_config, stage_run
 from uqseg_cli.stages.device import resolve_device
 
 STAGE = "predict"
@@ -214,7 +214,7 @@ def run(options: PredictOptions, report: Report | None = None) -> StageResult:
     from uqseg_cli.io.cases import discover_cases, load_case
     from uqseg_cli.io.nnunet import check_model_channels
     from uqseg_cli.io.prefetch import Prefetcher
-    from uqseg_cli.io.runner import StageRun, run_stage
+    from uqseg_cli.io.runner import run_stage
     from uqseg_cli.io.sharding import resolve_part, select_part
     from uqseg_cli.models.inference import Predictor
 
@@ -235,16 +235,12 @@ def run(options: PredictOptions, report: Report | None = None) -> StageResult:
         lambda cid: load_case(specs[cid], nan_policy=options.nan_policy, class_names=class_names),
         select_part(sorted(specs), n_parts, p_id),
     )
-    run = StageRun(
-        stage=STAGE,
-        out=options.output,
+    run = stage_run(
+        STAGE, options, report,
         config=config,
         case_ids=sorted(specs),
         parent=None,
-        num_parts=n_parts,
-        part_id=p_id,
-        overwrite=options.overwrite,
-        quiet=report.quiet,
+        part=(n_parts, p_id),
         inputs=[*options.inputs(), *[("-m", p) for p in paths]],
     )
     report.log(f"predicting {len(specs)} case(s) with {meta0.arch} ({options.checkpoint}) on {dev}")

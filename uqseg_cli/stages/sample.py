@@ -16,12 +16,20 @@ from uqseg_cli.bayes import sampling
 from uqseg_cli.bayes.sampling import METHODS, SamplePlan, check_mc_dropout, mc_dropout_mode, resolve_T
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.io.prefetch import Prefetcher
-from uqseg_cli.io.runner import StageRun, run_stage
+from uqseg_cli.io.runner import run_stage
 from uqseg_cli.io.sharding import plan_from_parent, select_part
 from uqseg_cli.io.store import StageFile, write_array
 from uqseg_cli.models.checkpoint import checkpoint_fingerprint, resolve_members
 from uqseg_cli.models.inference import Predictor
-from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, input_or_default, option, resume_config
+from uqseg_cli.stages.base import (
+    CaseStageOptions,
+    Report,
+    StageResult,
+    input_or_default,
+    option,
+    resume_config,
+    stage_run,
+)
 from uqseg_cli.stages.device import resolve_device
 
 STAGE = "sample"
@@ -252,16 +260,12 @@ def run(options: SampleOptions, report: Report | None = None) -> StageResult:
         train_ids = [list(p.ckpt.train_case_ids) for p in predictors]
         # the next case's arrays are read in a thread while this one samples (io/prefetch.py)
         prefetch = Prefetcher(lambda cid: read_case(pf, cid), select_part(case_ids, n_parts, p_id))
-        run = StageRun(
-            stage=STAGE,
-            out=options.output,
+        run = stage_run(
+            STAGE, options, report,
             config=config,
             case_ids=case_ids,
             parent=parent,
-            num_parts=n_parts,
-            part_id=p_id,
-            overwrite=options.overwrite,
-            quiet=report.quiet,
+            part=(n_parts, p_id),
             inputs=[("-m", p) for p in paths],
         )
         report.log(f"sampling {', '.join(f'{m} (T={T[m]})' for m in methods)} for {len(case_ids)} case(s) on {dev}")

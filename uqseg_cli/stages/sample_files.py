@@ -17,10 +17,18 @@ import numpy as np
 from uqseg_cli.bayes.external import METHOD, PROB_FLOOR, sample_files_case
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.io.predictions import match_predictions
-from uqseg_cli.io.runner import StageRun, run_stage
+from uqseg_cli.io.runner import run_stage
 from uqseg_cli.io.sharding import plan_from_parent
 from uqseg_cli.io.store import StageFile, relpath, write_array
-from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, input_or_default, option, resume_config
+from uqseg_cli.stages.base import (
+    CaseStageOptions,
+    Report,
+    StageResult,
+    input_or_default,
+    option,
+    resume_config,
+    stage_run,
+)
 
 STAGE = "sample"
 PARENT = ("predict", "predict.h5", "predict file")
@@ -87,16 +95,12 @@ def run(options: SampleFilesOptions, report: Report | None = None) -> StageResul
     with StageFile(parent, expect_stage=PARENT[0]) as pf:
         case_ids, n_parts, p_id = plan_from_parent(pf, options.num_parts, options.part_id)
         found = [match_predictions(f, case_ids) for f in folders]
-        run = StageRun(
-            stage=STAGE,
-            out=options.output,
+        run = stage_run(
+            STAGE, options, report,
             config=files_config(options, pf.config.get("class_names", [])),
             case_ids=case_ids,
             parent=parent,
-            num_parts=n_parts,
-            part_id=p_id,
-            overwrite=options.overwrite,
-            quiet=report.quiet,
+            part=(n_parts, p_id),
         )
         report.log(f"sampling files (T={len(folders)}: {', '.join(str(f) for f in folders)}) for {len(case_ids)} "
                    "case(s)")

@@ -15,10 +15,18 @@ import numpy as np
 from uqseg_cli.bayes.measures import EPKL_PAIRS, MEASURES
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.io.prefetch import Prefetcher
-from uqseg_cli.io.runner import StageRun, run_stage
+from uqseg_cli.io.runner import run_stage
 from uqseg_cli.io.sharding import plan_from_parent, select_part
 from uqseg_cli.io.store import StageFile, write_array
-from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, input_or_default, option, resume_config
+from uqseg_cli.stages.base import (
+    CaseStageOptions,
+    Report,
+    StageResult,
+    input_or_default,
+    option,
+    resume_config,
+    stage_run,
+)
 
 STAGE = "uncertainty"
 PARENT = ("sample", "samples.h5", "samples file")  # the stage it reads, its default file name, what to call it
@@ -115,16 +123,12 @@ def run(options: UncertaintyOptions, report: Report | None = None) -> StageResul
         case_ids, n_parts, p_id = plan_from_parent(sf, options.num_parts, options.part_id)
         # the next case's sums are read in a thread while this one computes and writes (io/prefetch.py)
         prefetch = Prefetcher(lambda cid: read_sums(sf, cid, methods), select_part(case_ids, n_parts, p_id))
-        run = StageRun(
-            stage=STAGE,
-            out=options.output,
+        run = stage_run(
+            STAGE, options, report,
             config=resume_config(options, methods=methods),
             case_ids=case_ids,
             parent=parent,
-            num_parts=n_parts,
-            part_id=p_id,
-            overwrite=options.overwrite,
-            quiet=report.quiet,
+            part=(n_parts, p_id),
         )
         report.log(f"{len(options.measures)} measure(s) x {', '.join(methods)} for {len(case_ids)} case(s)")
         with prefetch:
