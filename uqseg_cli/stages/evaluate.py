@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from uqseg_cli.errors import InputError, StoreError, UqsegError
@@ -279,14 +280,16 @@ def run(options: EvaluateOptions, report: Report | None = None) -> StageResult:
         methods = resolve_methods(sf, src, first, options)
         names = class_names(sf, first.dataset("probabilities").shape[0])
         rows: list[dict] = []
-        bin_rows: list[dict] = []
+        # per-bin rows are most of the output (cases x raters x bins): tuples, not dicts (measured: 374 -> 324 MiB
+        # peak at 2,000 ISIC cases; a frame per case was no better)
+        bin_rows: list[tuple] = []
         failed: dict[str, str] = {}
         prog = Progress(len(ids), "evaluate", quiet=report.quiet)
         try:
             for cid in ids:
                 r, b, why = evaluate_one(sf, src, cid, methods, names, options)
                 rows.extend(r)
-                bin_rows.extend(b)
+                bin_rows.extend(tuple(d.get(c, np.nan) for c in BIN_COLUMNS) for d in b)
                 if why is not None:
                     failed[cid] = why
                 prog.advance(cid, "ok" if why is None else "failed")
