@@ -164,3 +164,18 @@ def test_files_stage_equals_the_command_and_pins_its_config(tmp_path, monkeypatc
                                                               keep_samples=True), Report(quiet=True))
     assert sorted(direct.done) == ["case00", "case01"]
     _same_cases("py.h5", "direct.h5", ["files"])
+
+
+def test_a_python_run_applies_its_threads(tmp_path, monkeypatch):
+    """``options.threads`` is applied by the stage itself, not only by the CLI's --threads."""
+    monkeypatch.chdir(tmp_path)
+    make_predict(tmp_path / "predict.h5", n_cases=1)
+    make_members(tmp_path / "seg.pt", 2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        sample.run(sample.SampleOptions(output="t.h5", models=["seg.pt"], T=2, methods=["tta"], threads=2),
+                   Report(quiet=True))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

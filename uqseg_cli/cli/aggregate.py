@@ -15,7 +15,6 @@ from uqseg_cli.cli.common import (
     Overwrite,
     Quiet,
     Threads,
-    apply_threads,
     cpu_stage_device,
     emit_json,
     finish,
@@ -126,7 +125,6 @@ def aggregate(
     from uqseg_cli.stages.base import Report
 
     cpu_stage_device(device, "aggregate", quiet)
-    apply_threads(threads, torch_too=False)
     if as_json and output == "-":
         raise UqsegError("--json and -o - both write to standard output; pick one")
     options = AggregateOptions(

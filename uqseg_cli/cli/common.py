@@ -9,7 +9,9 @@ import typer
 
 from uqseg_cli.errors import EXIT_CASE_FAILED, UqsegError
 from uqseg_cli.stages.base import input_or_default as default_input  # noqa: F401  (the stages' rule)
-from uqseg_cli.stages.device import resolve_device  # noqa: F401  (the stages resolve --device too)
+from uqseg_cli.stages.device import (
+    resolve_device,  # noqa: F401  (the stages resolve --device too)
+)
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images (or slices/patches) per forward pass.")]
@@ -39,22 +41,6 @@ Threads = Annotated[
         "with other jobs 1 is often faster). e.g. --threads 1",
     ),
 ]
-
-
-def apply_threads(threads: int, torch_too: bool = True) -> None:
-    """``--threads N``: limit torch's intra-op threads and the BLAS/OpenMP pools NumPy and SciPy use (0: leave)."""
-    if not threads:
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=int(threads))
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        pass
-    if torch_too:
-        import torch
-
-        torch.set_num_threads(int(threads))
 
 
 def cpu_stage_device(name: str, stage: str, quiet: bool = False) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from uqseg_cli.cli.common import Device, JsonOut, Overwrite, Quiet, Threads, apply_threads, emit_json
+from uqseg_cli.cli.common import Device, JsonOut, Overwrite, Quiet, Threads, emit_json
+from uqseg_cli.stages.device import apply_threads
 
 
 def demo(

@@ -15,7 +15,6 @@ from uqseg_cli.cli.common import (
     PartId,
     Quiet,
     Threads,
-    apply_threads,
     cpu_stage_device,
     emit_json,
     finish,
@@ -107,7 +106,6 @@ def evaluate(
     from uqseg_cli.stages.evaluate import EvaluateOptions, run
 
     cpu_stage_device(device, "evaluate", quiet)
-    apply_threads(threads, torch_too=False)
     options = EvaluateOptions(
         input=input, output=Path(output), methods=split_list(method), protocol=protocol, bins=bins,
         crps=split_list(crps), bins_out=bins_out, summary_out=summary_out, merge_parts=merge_parts,

@@ -15,7 +15,6 @@ from uqseg_cli.cli.common import (
     Quiet,
     Seed,
     Threads,
-    apply_threads,
     emit_json,
     finish,
 )
@@ -141,7 +140,6 @@ def explain(
     from uqseg_cli.stages.base import Report
     from uqseg_cli.stages.explain import ExplainOptions, run
 
-    apply_threads(threads)
     options = ExplainOptions(
         input=input, output=output, model=model, h5=h5, features=features, bins=bins, direction=direction, cam=cam,
         layer=layer, worst=worst, best=best, slices=slices, formats=("png", "pdf") if pdf else ("png",),

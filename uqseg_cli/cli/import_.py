@@ -15,7 +15,6 @@ from uqseg_cli.cli.common import (
     PartId,
     Quiet,
     Threads,
-    apply_threads,
     cpu_stage_device,
     finish,
     stage_json,
@@ -103,7 +102,6 @@ def import_(
         num_classes=num_classes, class_names=class_names or [], prob_dtype=prob_dtype, num_parts=num_parts,
         part_id=part_id, overwrite=overwrite, device=device, threads=threads,
     )
-    apply_threads(threads)
     result = run(options, Report(quiet))
     if as_json:
         stage_json(result)

@@ -16,7 +16,6 @@ from uqseg_cli.cli.common import (
     PartId,
     Quiet,
     Threads,
-    apply_threads,
     finish,
     stage_json,
 )
@@ -104,7 +103,6 @@ def predict(
         out_of_fold=out_of_fold, nan_policy=nan_policy, batch_size=batch_size, amp=amp, num_parts=num_parts,
         part_id=part_id, overwrite=overwrite, device=device, threads=threads,
     )
-    apply_threads(threads)
     result = run(options, Report(quiet))
     if json_out:
         stage_json(result)

@@ -17,7 +17,6 @@ from uqseg_cli.cli.common import (
     Quiet,
     Seed,
     Threads,
-    apply_threads,
     finish,
     stage_json,
 )
@@ -115,7 +114,6 @@ def sample(
     from uqseg_cli.stages.base import Report
     from uqseg_cli.stages.sample import SampleOptions, run
 
-    apply_threads(threads)
     options = SampleOptions(
         input=input, output=output, models=split_list(models), methods=split_list(methods), T=samples,
         tta_intensity=tta_intensity, keep_samples=keep_samples, sources=split_list(sources), batch_size=batch_size,

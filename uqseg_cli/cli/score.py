@@ -17,7 +17,6 @@ from uqseg_cli.cli.common import (
     Quiet,
     Seed,
     Threads,
-    apply_threads,
     emit_json,
     finish,
     resolve_device,
@@ -194,7 +193,6 @@ def score(
         include_train_cases=include_train_cases, failure_threshold=failure_threshold, seed=seed,
         overwrite=overwrite, device=device, threads=threads,
     )
-    apply_threads(threads)
     resolve_device(device)  # refuses a device this machine lacks before anything is read
     result = run(options, Report(quiet))
     if as_json:

@@ -15,7 +15,6 @@ from uqseg_cli.cli.common import (
     Quiet,
     Seed,
     Threads,
-    apply_threads,
     emit_json,
 )
 from uqseg_cli.errors import EXIT_CASE_FAILED
@@ -181,7 +180,6 @@ def train(
         input=input, masks=masks, output=output, log=log_file, training=training, overwrite=overwrite,
         device=device, threads=threads,
     )
-    apply_threads(threads)
     result = run(options, Report(quiet))
     if json_out:
         emit_json({**result.summary, "failed": result.failed})

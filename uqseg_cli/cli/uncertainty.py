@@ -16,7 +16,6 @@ from uqseg_cli.cli.common import (
     PartId,
     Quiet,
     Threads,
-    apply_threads,
     cpu_stage_device,
     finish,
     stage_json,
@@ -76,7 +75,6 @@ def uncertainty(
     from uqseg_cli.stages.uncertainty import UncertaintyOptions, run
 
     cpu_stage_device(device, "uncertainty", quiet)
-    apply_threads(threads, torch_too=False)
     options = UncertaintyOptions(
         input=input, output=output, methods=split_list(methods), measures=split_list(measures),
         epkl_pairs=epkl_pairs, dtype=dtype, num_parts=num_parts, part_id=part_id, overwrite=overwrite,

@@ -19,6 +19,7 @@ from uqseg_cli.quality.combined import CombinedStats, add_combined
 from uqseg_cli.quality.correlation import correlation_table, wide_table
 from uqseg_cli.quality.regions import LONG_COLUMNS, REGIONS, Collected, RegionParams, available_maps, collect_features
 from uqseg_cli.stages.base import Report, StageResult, input_or_default, option
+from uqseg_cli.stages.device import apply_threads
 
 STAGE = "aggregate"
 PARENT = ("uncertainty", "uncertainty.h5", "uncertainty file")  # the stage it reads, its default file name, what
@@ -186,6 +187,7 @@ def write_correlations(long: pd.DataFrame, quality: pd.DataFrame, options: Aggre
 def run(options: AggregateOptions, report: Report | None = None) -> StageResult:
     """Aggregate every case of ``options.input`` (an uncertainty.h5) into the feature table ``options.output``."""
     report = report or Report()
+    apply_threads(options.threads, torch_too=False)
     src = input_or_default(options.input, *PARENT[1:])
     s_path = options.stats_path
     for p in (options.output, s_path, options.correlate):

@@ -27,3 +27,22 @@ def resolve_device(name: str) -> torch.device:
             raise UqsegError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
         return dev
     raise UqsegError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def apply_threads(threads: int, torch_too: bool = True) -> None:
+    """``threads`` (``--threads N``): limit torch's intra-op threads and the BLAS/OpenMP pools NumPy and SciPy
+    use (0: leave).
+
+    Every stage's ``run`` applies its ``options.threads`` first, so a Python caller gets what the CLI gets."""
+    if not threads:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=int(threads))
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    if torch_too:
+        import torch
+
+        torch.set_num_threads(int(threads))

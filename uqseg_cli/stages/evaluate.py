@@ -35,6 +35,7 @@ from uqseg_cli.metrics.evaluation import (
 )
 from uqseg_cli.progress import Progress, error
 from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, option, resume_config
+from uqseg_cli.stages.device import apply_threads
 
 STAGE = "evaluate"
 PARENTS = ("samples.h5", "predict.h5")  # tried in the current folder when no input is given
@@ -256,6 +257,7 @@ def run_merge(options: EvaluateOptions, report: Report) -> StageResult:
 def run(options: EvaluateOptions, report: Report | None = None) -> StageResult:
     """Evaluate every case (of this part) of ``options.input`` (predict.h5 or samples.h5) against its raters."""
     report = report or Report()
+    apply_threads(options.threads, torch_too=False)
     if options.merge_parts:
         return run_merge(options, report)
     n_parts, part = resolve_part(options.num_parts, options.part_id)

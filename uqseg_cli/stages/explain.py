@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.explain.gradcam import CAM_METHODS, DIRECTIONS
 from uqseg_cli.stages.base import Report, StageResult, option, resume_config
-from uqseg_cli.stages.device import resolve_device
+from uqseg_cli.stages.device import apply_threads, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +68,7 @@ class ExplainOptions:
     seed: int = 0
     overwrite: bool = False
     device: str = "auto"  # auto, cpu, cuda or cuda:N (stages/device.py)
-    threads: int = 0  # applied by the caller (the CLI's --threads)
+    threads: int = 0  # 0: the libraries' default
 
     def __post_init__(self) -> None:
         for name in ("input", "model", "h5", "features", "bins"):
@@ -191,6 +191,7 @@ def run(options: ExplainOptions, report: Report | None = None) -> StageResult:
     from uqseg_cli.io.store import StageFile
 
     report = report or Report()
+    apply_threads(options.threads)
     src = find_input(options.input)
     model, meta, model_path, device = load_model(options, src)
     scores, h5_path = cases_file(options, src, meta, model is not None)

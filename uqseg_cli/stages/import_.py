@@ -18,6 +18,7 @@ from uqseg_cli.errors import UqsegError
 from uqseg_cli.parsing import split_list
 from uqseg_cli.progress import warn
 from uqseg_cli.stages.base import Report, StageResult, option, resume_config, stage_run
+from uqseg_cli.stages.device import apply_threads
 from uqseg_cli.stages.predict import LAYOUT as PREDICT_LAYOUT
 from uqseg_cli.stages.predict import ImageStageOptions, class_argmax, write_case
 
@@ -121,6 +122,7 @@ def run(options: ImportOptions, report: Report | None = None) -> StageResult:
     from uqseg_cli.io.store import relpath
 
     report = report or Report()
+    apply_threads(options.threads)
     n_parts, p_id = resolve_part(options.num_parts, options.part_id)
     specs = {s.id: s for s in discover_cases(options.input, masks=options.masks, raters=options.raters)}
     files = match_predictions(options.source, sorted(specs))

@@ -18,7 +18,7 @@ from uqseg_cli.errors import UqsegError
 from uqseg_cli.io.cases import split_paths
 from uqseg_cli.progress import warn
 from uqseg_cli.stages.base import CaseStageOptions, Report, StageResult, option, resume_config, stage_run
-from uqseg_cli.stages.device import resolve_device
+from uqseg_cli.stages.device import apply_threads, resolve_device
 
 STAGE = "predict"
 LAYOUT = {
@@ -219,6 +219,7 @@ def run(options: PredictOptions, report: Report | None = None) -> StageResult:
     from uqseg_cli.models.inference import Predictor
 
     report = report or Report()
+    apply_threads(options.threads)
     dev = resolve_device(options.device)
     n_parts, p_id = resolve_part(options.num_parts, options.part_id)
     specs = {s.id: s for s in discover_cases(options.input, masks=options.masks, raters=options.raters)}

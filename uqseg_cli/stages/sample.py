@@ -30,7 +30,7 @@ from uqseg_cli.stages.base import (
     resume_config,
     stage_run,
 )
-from uqseg_cli.stages.device import resolve_device
+from uqseg_cli.stages.device import apply_threads, resolve_device
 
 STAGE = "sample"
 PARENT = ("predict", "predict.h5", "predict file")  # the stage it reads, its default file name, what to call it
@@ -226,6 +226,7 @@ def sample_one(pf: StageFile, case_id: str, group, predictors: list[Predictor], 
 def run(options: SampleOptions, report: Report | None = None) -> StageResult:
     """Sample every case of ``options.input`` (a predict.h5) into ``options.output``."""
     report = report or Report()
+    apply_threads(options.threads)
     parent = input_or_default(options.input, *PARENT[1:])
     if options.files:
         from uqseg_cli.stages import sample_files

@@ -54,7 +54,7 @@ from uqseg_cli.quality.scoring import (
 from uqseg_cli.quality.training import LOSSES, FitConfig, predict_cnn
 from uqseg_cli.stages.aggregate import pick_methods_measures
 from uqseg_cli.stages.base import Report, StageResult, input_or_default, option
-from uqseg_cli.stages.device import resolve_device
+from uqseg_cli.stages.device import apply_threads, resolve_device
 
 STAGE = "score"
 PARENT = ("uncertainty", "uncertainty.h5", "uncertainty file")  # the stage it reads, its default file name, what
@@ -534,6 +534,7 @@ def write_scores(fitted: Fitted, plan: Plan, options: ScoreOptions, report: Repo
 def run(options: ScoreOptions, report: Report | None = None) -> StageResult:
     """Score every case of ``options.input`` (an uncertainty.h5): scores.csv, its summary and the quality models."""
     report = report or Report()
+    apply_threads(options.threads)
     src = input_or_default(options.input, *PARENT[1:])
     s_path = options.summary_path
     for p in (options.output, s_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 from uqseg_cli.errors import InputError, UqsegError
 from uqseg_cli.progress import warn
 from uqseg_cli.stages.base import Report, StageResult
-from uqseg_cli.stages.device import resolve_device
+from uqseg_cli.stages.device import apply_threads, resolve_device
 from uqseg_cli.training.loop import TrainOptions
 
 STAGE = "train"
@@ -194,6 +194,7 @@ def run(options: TrainStageOptions, report: Report | None = None) -> StageResult
     from uqseg_cli.training.loop import train_members
 
     report = report or Report()
+    apply_threads(options.threads)
     opts, output, outs = options.training, options.output, options.member_paths
     refuse_output_over_inputs(output, [("-i", options.input), ("--masks", options.masks)])
     stale = stale_members(output, outs)

@@ -27,6 +27,7 @@ from uqseg_cli.stages.base import (
     resume_config,
     stage_run,
 )
+from uqseg_cli.stages.device import apply_threads
 
 STAGE = "uncertainty"
 PARENT = ("sample", "samples.h5", "samples file")  # the stage it reads, its default file name, what to call it
@@ -117,6 +118,7 @@ def uncertainty_case(sf: StageFile, case_id: str, group, methods: list[str], opt
 def run(options: UncertaintyOptions, report: Report | None = None) -> StageResult:
     """Compute the maps of every case of ``options.input`` (a samples.h5) into ``options.output``."""
     report = report or Report()
+    apply_threads(options.threads, torch_too=False)
     parent = input_or_default(options.input, *PARENT[1:])
     with StageFile(parent, expect_stage=PARENT[0]) as sf:
         methods = resolve_methods(sf, options)
