@@ -8,10 +8,6 @@ from typing import Annotated
 import typer
 
 from uqseg_cli.errors import EXIT_CASE_FAILED, UqsegError
-from uqseg_cli.stages.base import input_or_default as default_input  # noqa: F401  (the stages' rule)
-from uqseg_cli.stages.device import (
-    resolve_device,  # noqa: F401  (the stages resolve --device too)
-)
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images (or slices/patches) per forward pass.")]

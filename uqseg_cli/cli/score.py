@@ -19,7 +19,6 @@ from uqseg_cli.cli.common import (
     Threads,
     emit_json,
     finish,
-    resolve_device,
 )
 from uqseg_cli.cli.params import complete_list
 from uqseg_cli.errors import UqsegError
@@ -27,6 +26,7 @@ from uqseg_cli.parsing import split_list
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.scoring import ALL_METHODS, COMBINED
+from uqseg_cli.stages.device import resolve_device
 
 Target = Literal["dice", "iou"]  # = metrics.overlap.TARGETS (tested)
 Loss = Literal["mse", "huber", "mse+pearson"]  # = quality.training.LOSSES (tested)
