@@ -88,3 +88,72 @@ def test_options_validate_resolve_and_config_is_derived_from_fields():
     e = evaluate.EvaluateOptions(protocol="curvas2024", bins=50).eval_options()
     assert (e.n_bins, e.crps_modes, e.protocol) == (50, ("curvas",), "curvas2024")
     assert evaluate.EvaluateOptions(output="-").to_stdout
+
+
+def _tables_the_old_way(src, out, options):
+    """Every row and bin row of every case held in memory, then sorted, summarised and written in one go (the code
+    before the bins were streamed)."""
+    import numpy as np
+
+    from uqseg_cli.io.store import StageFile
+    from uqseg_cli.metrics.evaluation import BIN_COLUMNS
+
+    rows, bins, failed = [], [], {}
+    with StageFile(src) as sf:
+        first = sf.case(sf.case_ids[0])
+        methods = evaluate.resolve_methods(sf, src, first, options)
+        names = evaluate.class_names(sf, first.dataset("probabilities").shape[0])
+        for cid in sf.case_ids:
+            r, b, why = evaluate.evaluate_one(sf, src, cid, methods, names, options)
+            rows.extend(r)
+            bins.extend(tuple(d.get(c, np.nan) for c in BIN_COLUMNS) for d in b)
+            if why is not None:
+                failed[cid] = why
+    b_path, s_path = evaluate.side_paths(out)
+    evaluate.write_tables(pd.DataFrame(rows), pd.DataFrame(bins, columns=BIN_COLUMNS), out, b_path, s_path, True,
+                          Report(quiet=True), failed)
+
+
+@pytest.mark.parametrize("which", ["samples.h5", "predict.h5"])
+def test_streamed_bins_give_the_tables_of_the_in_memory_way(tmp_path, which):
+    from tests.cli.test_evaluate import _synthetic_cases, write_predict, write_samples
+
+    cases = _synthetic_cases(n=5)
+    cases["case03"]["raters"][1, 0, 0, 0] = 7  # a failing case: the others are still written
+    predict = write_predict(tmp_path / "predict.h5", cases)
+    write_samples(tmp_path / "samples.h5", predict, cases)
+    opts = evaluate.EvaluateOptions(input=tmp_path / which, output=tmp_path / "new" / "m.csv",
+                                    crps=["gaussian", "curvas"])
+    result = evaluate.run(opts, Report(quiet=True))
+    assert list(result.failed) == ["case03"] and len(result.done) == 4
+    _tables_the_old_way(tmp_path / which, tmp_path / "old" / "m.csv", opts)
+    for name in TABLES:
+        assert (tmp_path / "new" / name).read_bytes() == (tmp_path / "old" / name).read_bytes(), name
+    assert len(pd.read_csv(tmp_path / "new" / "m.bins.csv")) > 4 * 15  # the bins are really there
+    assert not [p for p in (tmp_path / "new").iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_an_interrupted_run_leaves_no_table(files, monkeypatch):
+    calls = []
+    real = evaluate.evaluate_one
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_one", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.run(evaluate.EvaluateOptions(input=files / "predict.h5", output=files / "out" / "m.csv"),
+                     Report(quiet=True))
+    assert not (files / "out").exists() or list((files / "out").iterdir()) == []
+
+
+def test_bins_to_stdout_come_after_the_rows(files, capsys):
+    evaluate.run(evaluate.EvaluateOptions(input=files / "predict.h5", output=files / "m.csv"), Report(quiet=True))
+    capsys.readouterr()
+    evaluate.run(evaluate.EvaluateOptions(input=files / "predict.h5", output="-", bins_out="-"), Report(quiet=True))
+    out = capsys.readouterr().out
+    rows, bins = (files / "m.csv").read_text(), (files / "m.bins.csv").read_text()
+    assert out == rows + bins

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
-from uqseg_cli.errors import UqsegError
-from uqseg_cli.io.atomic import atomic_write_text
+from uqseg_cli.errors import DiskFullError, UqsegError, disk_full_message, is_disk_full
+from uqseg_cli.io.atomic import atomic_write_text, temporary_name
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -48,6 +50,72 @@ def write_table(df: pd.DataFrame, path: str | Path, float_format: str | None = N
         sys.stdout.flush()
         return
     _atomic_write_text(Path(path), text)
+
+
+class TableStream:
+    """A CSV table written piece by piece, for tables too long to hold in memory: the header now, then each
+    :meth:`write` of rows, under the temporary name of :func:`write_table` (``.<name>.tmp-<pid>``); :meth:`commit`
+    fsyncs it and moves it onto ``path`` (``-``: the rows wait in an anonymous temporary file and go to standard
+    output at :meth:`commit`), :meth:`abort` removes it. The bytes equal ``write_table`` of all the pieces
+    concatenated as long as every piece has the same column dtypes (pandas formats each value on its own)."""
+
+    def __init__(self, path: str | Path, columns: list[str]) -> None:
+        self.path = path
+        self._tmp: Path | None = None
+        if str(path) == "-":
+            self._fh: IO[str] = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")
+        else:
+            from uqseg_cli.io.leftovers import clean_leftovers
+
+            target = Path(path)
+            clean_leftovers(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = temporary_name(target)
+            self._fh = self._guard(lambda: self._tmp.open("w", newline="", encoding="utf-8"))  # type: ignore[union-attr]
+        self._write(pd.DataFrame(columns=columns).to_csv(index=False, lineterminator="\n"))
+
+    def _guard(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(disk_full_message(self.path, exc)) from None
+            raise
+
+    def _write(self, text: str) -> None:
+        self._guard(lambda: self._fh.write(text))
+
+    def write(self, df: pd.DataFrame) -> None:
+        """Append the rows of ``df`` (its columns in the order given at creation)."""
+        if not df.empty:
+            self._write(df.to_csv(index=False, header=False, lineterminator="\n"))
+
+    def commit(self) -> None:
+        """Finish the table: fsync and move it onto its path (or copy it to standard output)."""
+        if self._tmp is None:
+            self._fh.seek(0)
+            for chunk in iter(lambda: self._fh.read(1 << 20), ""):
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+            self._fh.close()
+            return
+
+        def finish() -> None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+
+        try:
+            self._guard(finish)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the table (the temporary file is removed; nothing at ``path`` changes)."""
+        self._fh.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -762,6 +762,75 @@ def _nanmean(values: Sequence[float] | np.ndarray) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
+#: the columns :func:`pooled_calibration` groups the bins by, and the sums it adds up
+POOL_KEYS = ["method", "variant", "class", "class_index", "rater", "bin"]
+POOL_SUMS = ["count", "sum_confidence", "sum_accuracy"]
+
+
+class PooledBins:
+    """The per-bin sums of many cases, added case by case, without keeping the cases' rows (memory grows with the
+    number of distinct bins, not of cases).
+
+    :meth:`frame` is one row per (method, variant, class, class_index, rater, bin) with the sums over every row
+    added so far, bit for bit what ``bins.groupby(POOL_KEYS)[POOL_SUMS].sum()`` gives on the concatenated rows in
+    the order they were added: pandas adds float64 groups with Kahan's compensated summation, skipping NaN (each
+    compensation that turns NaN, from an infinity, is reset to 0), and so does :meth:`add`. So
+    ``pooled_calibration(pool.frame())`` equals ``pooled_calibration(all_rows)``.
+    """
+
+    def __init__(self) -> None:
+        self._index: dict[tuple, int] = {}
+        self._keys: list[tuple] = []
+        self._sum = np.zeros((0, len(POOL_SUMS)), dtype=np.float64)
+        self._comp = np.zeros((0, len(POOL_SUMS)), dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, rows: Sequence[dict]) -> None:
+        """Add one batch of bin rows (dicts with the ``BIN_COLUMNS``, e.g. one case's)."""
+        if not rows:
+            return
+        idx = np.empty(len(rows), dtype=np.intp)
+        vals = np.empty((len(rows), len(POOL_SUMS)), dtype=np.float64)
+        for i, d in enumerate(rows):
+            key = tuple(d[c] for c in POOL_KEYS)
+            j = self._index.get(key)
+            if j is None:
+                j = self._index[key] = len(self._keys)
+                self._keys.append(key)
+            idx[i] = j
+            vals[i] = [d[c] for c in POOL_SUMS]
+        if len(self._keys) > len(self._sum):
+            grow = np.zeros((max(len(self._keys), 2 * len(self._sum)) - len(self._sum), len(POOL_SUMS)))
+            self._sum = np.concatenate([self._sum, grow])
+            self._comp = np.concatenate([self._comp, grow])
+        if len(np.unique(idx)) == len(idx):
+            self._step(idx, vals)
+        else:  # a key twice in one batch: the rows one after the other, in order
+            for i in range(len(idx)):
+                self._step(idx[i : i + 1], vals[i : i + 1])
+
+    def _step(self, idx: np.ndarray, val: np.ndarray) -> None:
+        s, c = self._sum[idx], self._comp[idx]
+        with np.errstate(invalid="ignore"):  # inf - inf: the NaN compensation pandas resets too
+            y = val - c
+            t = s + y
+            comp = (t - s) - y
+        comp[comp != comp] = 0.0
+        ok = ~np.isnan(val)
+        self._sum[idx] = np.where(ok, t, s)
+        self._comp[idx] = np.where(ok, comp, c)
+
+    def frame(self) -> pd.DataFrame:
+        """The pooled bins: columns ``POOL_KEYS + POOL_SUMS``, one row per distinct bin (empty when nothing was
+        added)."""
+        df = pd.DataFrame(self._keys, columns=POOL_KEYS) if self._keys else pd.DataFrame(columns=POOL_KEYS)
+        for j, c in enumerate(POOL_SUMS):
+            df[c] = self._sum[: len(self._keys), j]
+        return df
+
+
 def pooled_calibration(bins: pd.DataFrame) -> pd.DataFrame:
     """Dataset-level calibration from per-bin sums (any number of cases and shards, concatenated).
 
