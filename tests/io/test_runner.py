@@ -72,19 +72,20 @@ def test_write_array_small_and_dtype(tmp_path):
 
 
 @pytest.mark.parametrize("attempt", range(10))
-def test_resume_after_sigkill_matches_uninterrupted(tmp_path, attempt):
+@pytest.mark.parametrize("mode", [[], ["--write-behind"]])
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, attempt, mode):
     ref = tmp_path / "ref.h5"
     assert toy_main([str(ref), "6"]) == 0
     out = tmp_path / "toy.h5"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, str(TOY), str(out), "6", "--sleep", "0.12"], env=env)
+    proc = subprocess.Popen([sys.executable, str(TOY), str(out), "6", "--sleep", "0.12", *mode], env=env)
     # kill at a random moment: during start-up, mid-case, or during consolidation
     time.sleep(random.Random(attempt).uniform(0.3, 1.6))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     if out.exists():  # a complete-looking file must be complete
         assert set(StageFile(out).case_ids) == {f"case{i:03d}" for i in range(6)}
-    assert toy_main([str(out), "6"]) == 0
+    assert toy_main([str(out), "6", *mode]) == 0
     assert_same(contents(ref), contents(out))
     assert not Path(str(out) + ".partial").exists()
 
@@ -279,10 +280,11 @@ def test_run_stage_lineage(tmp_path):
         sf.case("case001").get("a1")
 
 
-def test_ctrl_c_keeps_finished_cases_and_exits_130(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--write-behind"]])
+def test_ctrl_c_keeps_finished_cases_and_exits_130(tmp_path, mode):
     out = tmp_path / "toy.h5"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, str(TOY), str(out), "30", "--sleep", "0.1"], env=env)
+    proc = subprocess.Popen([sys.executable, str(TOY), str(out), "30", "--sleep", "0.1", *mode], env=env)
     partial = Path(str(out) + ".partial")
     deadline = time.time() + 60
     while len(list(partial.glob("*.h5"))) < 2 and time.time() < deadline:
@@ -293,5 +295,52 @@ def test_ctrl_c_keeps_finished_cases_and_exits_130(tmp_path):
     assert len(kept) >= 2 and not out.exists() and not list(partial.glob("*.tmp"))
     ref = tmp_path / "ref.h5"
     toy_main([str(ref), "30"])
-    assert toy_main([str(out), "30"]) == 0
+    assert toy_main([str(out), "30", *mode]) == 0
     assert_same(contents(ref), contents(out))
+
+
+def test_write_behind_writes_what_the_plain_runner_writes(tmp_path):
+    ref, out = tmp_path / "ref.h5", tmp_path / "wb.h5"
+    assert toy_main([str(ref), "7", "--fail", "case002"]) == 1
+    # a case whose model part fails and one whose write fails: both reported, the others written
+    assert toy_main([str(out), "7", "--write-behind", "--fail", "case002", "--fail-write", "case005"]) == 1
+    with StageFile(out) as sf:
+        assert sf.case_ids == ["case000", "case001", "case003", "case004", "case006"]
+        assert set(sf.failed) == {"case002", "case005"} and "cannot be written" in sf.failed["case005"]
+    assert not list(tmp_path.glob("wb.h5.partial*"))
+    assert toy_main([str(out), "7", "--write-behind"]) == 0  # the failed cases are retried
+    assert toy_main([str(ref), "7"]) == 0
+    assert_same(contents(ref), contents(out))
+
+
+def test_write_behind_order_and_large_cases_written_before_the_next_computes(tmp_path, monkeypatch):
+    import threading
+
+    from uqseg_cli.io import runner
+
+    events: list[tuple[str, str, str]] = []
+
+    class Payload:
+        def __init__(self, cid, nbytes):
+            self.cid, self.nbytes = cid, nbytes
+
+    def compute(cid):
+        events.append(("compute", cid, threading.current_thread().name))
+        return Payload(cid, 10 if cid != "b" else runner.WRITE_BEHIND_MAX_BYTES + 1)
+
+    def write(cid, group, payload):
+        assert payload.cid == cid
+        time.sleep(0.05)
+        group.attrs["x"] = 1
+        events.append(("write", cid, threading.current_thread().name))
+
+    res = run_stage(StageRun("toy", tmp_path / "o.h5", {}, ["a", "b", "c", "d"], quiet=True), write, compute=compute)
+    assert res.done == ["a", "b", "c", "d"] and not res.failed
+    assert all(t == threading.main_thread().name for e, _, t in events if e == "compute")
+    assert all(t.startswith("uqseg-writer") for e, _, t in events if e == "write")
+    order = [(e, c) for e, c, _ in events]
+    # a small case is written while the next one computes; the large one ("b") before "c" computes
+    assert order.index(("compute", "b")) < order.index(("write", "a"))
+    assert order.index(("write", "b")) < order.index(("compute", "c"))
+    with StageFile(tmp_path / "o.h5") as sf:
+        assert sf.case_ids == ["a", "b", "c", "d"]

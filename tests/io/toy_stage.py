@@ -1,6 +1,10 @@
 """A test-only stage on the real runner: deterministic per-case arrays, optionally slow (for kill tests).
 
 python toy_stage.py OUT N_CASES [--sleep S] [--num-parts N --part-id K] [--scale X] [--fail ID] [--overwrite]
+                    [--write-behind [--fail-write ID]]
+
+``--write-behind``: the arrays are made by ``compute`` (half the sleep) and written by the runner's writer thread
+(the other half), the same bytes as without it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,33 @@ def toy_process(scale: float, sleep: float, fail: set[str]):
     return process
 
 
+def toy_compute(scale: float, sleep: float, fail: set[str]):
+    def compute(cid: str) -> list[np.ndarray]:
+        if cid in fail:
+            raise CaseError(f"case {cid} is unreadable (test)")
+        rng = case_numpy_rng(7, cid, "toy")
+        arrays = [rng.standard_normal((3, 40, 50)).astype(np.float32) * scale for _ in range(4)]
+        if sleep:
+            time.sleep(sleep / 2)
+        return arrays
+
+    return compute
+
+
+def toy_write(scale: float, sleep: float, fail: set[str]):
+    def write(cid: str, group, arrays: list[np.ndarray]) -> None:
+        if cid in fail:
+            raise CaseError(f"case {cid} cannot be written (test)")
+        for i, a in enumerate(arrays):
+            write_array(group, f"a{i}", a)
+            if sleep:
+                time.sleep(sleep / 8)
+        group.attrs["spacing"] = np.array([1.0, 0.5])
+        group.attrs["checksum"] = float(scale)
+
+    return write
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -44,6 +75,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--fail", action="append", default=[])
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--write-behind", action="store_true")
+    ap.add_argument("--fail-write", action="append", default=[])
     a = ap.parse_args(argv)
     ids = [f"case{i:03d}" for i in range(a.n)]
     run = StageRun(
@@ -57,7 +90,11 @@ def main(argv: list[str]) -> int:
         quiet=True,
     )
     try:
-        res = run_stage(run, toy_process(a.scale, a.sleep, set(a.fail)))
+        if a.write_behind:
+            res = run_stage(run, toy_write(a.scale, a.sleep, set(a.fail_write)),
+                            compute=toy_compute(a.scale, a.sleep, set(a.fail)))
+        else:
+            res = run_stage(run, toy_process(a.scale, a.sleep, set(a.fail)))
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through uqseg_cli.signals
         return signals.exit_code(exc)
     return 1 if res.failed else 0

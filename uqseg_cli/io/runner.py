@@ -7,6 +7,14 @@ and the journal removed. HDF5 is never trusted to survive a kill while it grows.
 
 Measured choice: consolidation copies the per-case groups (``h5py`` object copy keeps compressed chunks as they
 are); see docs/benchmarks.md for its cost on the LiTS volume.
+
+Write-behind (``run_stage(..., compute=...)``): the stage's per-case work is split in two, ``compute(case_id)`` (the
+model; in the calling thread) and ``process(case_id, group, payload)`` (the HDF5 writes, gzip, the journal file and
+its fsync; in one writer thread), so case ``i`` is compressed and journalled while case ``i + 1`` runs through the
+model. The same calls write the same bytes; the journal protocol is unchanged (each case file is written under its
+temporary name, fsynced and ``os.replace``d by the writer), at most one case is being written at a time, and the
+runner waits for it before it returns or re-raises an interrupt, so a kill costs at most the case being written and
+the case being computed.
 """
 
 from __future__ import annotations
@@ -17,8 +25,10 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 
@@ -32,6 +42,9 @@ from uqseg_cli.io.untrusted import UntrustedFileError, check_self_contained, che
 from uqseg_cli.progress import Progress, log, warn
 
 META = "meta.json"
+#: a write-behind case whose payload (``payload.nbytes``) is larger is written before the next case computes, so at
+#: most one such case is held (CT volumes); smaller ones (2D photos, ~1 MB) overlap with the next case's model
+WRITE_BEHIND_MAX_BYTES = 256 << 20
 REPLACES = "replaces-output"  # marker: this journal belongs to an --overwrite run that replaces <out> at the end
 
 
@@ -122,11 +135,22 @@ def _disk_full(where: Path, exc: BaseException, kept: int, partial: Path) -> Dis
     )
 
 
-def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunResult:
+def _payload_bytes(payload: Any) -> int:
+    try:
+        return int(getattr(payload, "nbytes", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def run_stage(run: StageRun, process: Callable[..., None],
+              compute: Callable[[str], Any] | None = None) -> RunResult:
     """Process every case of this part not yet done, journal each, and consolidate into the output file.
 
     ``process(case_id, group)`` writes the case's arrays into ``group`` (``/cases/<id>`` of its journal file).
-    It raises for a failed case (reported; the stage goes on). ``KeyboardInterrupt`` (SIGINT, or SIGTERM through
+    With ``compute``, ``payload = compute(case_id)`` runs first in this thread and ``process(case_id, group,
+    payload)`` in the writer thread while the next case computes (write-behind, see the module docstring); a
+    payload with ``nbytes`` over :data:`WRITE_BEHIND_MAX_BYTES` is written before the next case computes.
+    Either raises for a failed case (reported; the stage goes on). ``KeyboardInterrupt`` (SIGINT, or SIGTERM through
     `uqseg_cli.signals`) is re-raised after the case in flight is discarded; what is journalled stays for the next
     run. A full disk stops the run with `DiskFullError` (journal intact). With ``overwrite`` the old output stays
     in place until the new one is complete and replaces it in one ``os.replace``.
@@ -210,34 +234,101 @@ def run_stage(run: StageRun, process: Callable[[str, h5py.Group], None]) -> RunR
             log(f"{out}: resuming, {len(result.skipped)} of {len(mine)} case(s) already done", run.quiet)
 
         progress = Progress(len(todo), run.stage, run.quiet)
+
+        def journal(cid: str, write: Callable[[str, h5py.Group], None]) -> None:
+            """Write one case's journal file (in the writer thread with write-behind)."""
+            tmp = partial / f"{cid}.h5.tmp"
+            try:
+                _write_case(tmp, cid, write)
+                os.replace(tmp, partial / f"{cid}.h5")
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+        def failed(cid: str, exc: Exception) -> None:
+            if is_disk_full(exc):
+                raise _disk_full(partial / f"{cid}.h5.tmp", exc, len(journalled), partial) from None
+            if isinstance(exc, UntrustedFileError):
+                raise exc  # a crafted input file: refuse the run, not just the case
+            result.failed[cid] = _error_line(exc)
+            progress.advance(cid, "FAILED")
+            warn(f"case {cid}: {result.failed[cid]}")
+            if os.environ.get("UQSEG_DEBUG") == "1":
+                traceback.print_exception(exc)
+
+        def finished(cid: str) -> None:
+            journalled.add(cid)
+            result.done.append(cid)
+            progress.advance(cid)
+
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uqseg-writer") if compute else None
+        pending: tuple[str, Future] | None = None
+
+        def collect() -> None:
+            """Wait for the case being written (through further interrupts: it ends in milliseconds) and record
+            it."""
+            nonlocal pending
+            if pending is None:
+                return
+            cid, fut = pending
+            pending = None
+            stopped = False
+            while True:
+                try:
+                    exc = fut.exception()
+                    break
+                except KeyboardInterrupt:
+                    stopped = True
+            if exc is None:
+                finished(cid)
+            elif isinstance(exc, Exception):
+                failed(cid, exc)
+            if stopped:
+                raise KeyboardInterrupt
+
+        def interrupted() -> None:
+            result.interrupted = True
+            try:
+                collect()
+            except (KeyboardInterrupt, UqsegError):
+                pass
+            warn(f"interrupted; {len(journalled)} complete case(s) kept in {partial} — rerun to resume")
+
         try:
             for cid in todo:
-                tmp = partial / f"{cid}.h5.tmp"
                 try:
-                    _write_case(tmp, cid, process)
-                    os.replace(tmp, partial / f"{cid}.h5")
-                    journalled.add(cid)
-                    result.done.append(cid)
-                    progress.advance(cid)
+                    if writer is None:
+                        try:
+                            journal(cid, process)
+                        except Exception as exc:
+                            failed(cid, exc)
+                        else:
+                            finished(cid)
+                        continue
+                    try:
+                        payload = compute(cid)  # type: ignore[misc]
+                    except Exception as exc:
+                        collect()  # the case before it first, so that the lines stay in order
+                        failed(cid, exc)
+                        continue
+                    collect()
+                    pending = (cid, writer.submit(journal, cid, lambda c, g, p=payload: process(c, g, p)))
+                    if _payload_bytes(payload) > WRITE_BEHIND_MAX_BYTES:
+                        collect()
+                    del payload
                 except KeyboardInterrupt:
-                    tmp.unlink(missing_ok=True)
-                    result.interrupted = True
-                    warn(
-                        f"interrupted; {len(journalled)} complete case(s) kept in {partial} — rerun to resume"
-                    )
+                    interrupted()
                     raise
-                except Exception as exc:
-                    tmp.unlink(missing_ok=True)
-                    if is_disk_full(exc):
-                        raise _disk_full(tmp, exc, len(journalled), partial) from None
-                    if isinstance(exc, UntrustedFileError):
-                        raise  # a crafted input file: refuse the run, not just the case
-                    result.failed[cid] = _error_line(exc)
-                    progress.advance(cid, "FAILED")
-                    warn(f"case {cid}: {result.failed[cid]}")
-                    if os.environ.get("UQSEG_DEBUG") == "1":
-                        traceback.print_exc()
+            try:
+                collect()
+            except KeyboardInterrupt:
+                interrupted()
+                raise
         finally:
+            if writer is not None:
+                if pending is not None:  # an error left a case being written: let it end before returning
+                    pending[1].exception()
+                writer.shutdown(wait=True)
             progress.close()
 
         if replacing and out.exists() and not journalled and result.failed:

@@ -154,12 +154,23 @@ def resolved_config(options: PredictOptions, paths: list[Path], meta0, dev, spec
     return extra
 
 
-def predict_case(case_id: str, group, case, spec, predictor, member: int, train_case: bool, dtype,
-                 checks: dict) -> None:
-    """Segment one case with ``predictor`` (member ``member``) into ``group``; notes its modality and whether
-    it is all background in ``checks`` (for :func:`guard_rails`)."""
-    from uqseg_cli.io.geometry import source_affine
-    from uqseg_cli.metrics.overlap import overlap_per_class
+@dataclass
+class Predicted:
+    """One case through the model, waiting to be written (:func:`write_predicted`)."""
+
+    case: object  # io.cases.Case
+    probabilities: np.ndarray
+    segmentation: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        img = getattr(self.case, "image", None)
+        return int(self.probabilities.nbytes + self.segmentation.nbytes + (img.nbytes if img is not None else 0))
+
+
+def compute_case(case_id: str, case, predictor, checks: dict) -> Predicted:
+    """The model's part of one case: probabilities and segmentation; notes the case's modality and whether it is
+    all background in ``checks`` (for :func:`guard_rails`)."""
     from uqseg_cli.training.data import infer_modality
 
     probs = predictor.predict_proba(case.image, case_id).numpy()
@@ -167,12 +178,28 @@ def predict_case(case_id: str, group, case, spec, predictor, member: int, train_
     checks["modality"][case_id] = infer_modality([case])
     if not seg.any():
         checks["background"].append(case_id)
+    return Predicted(case, probs, seg)
+
+
+def write_predicted(group, done: Predicted, spec, member: int, train_case: bool, dtype) -> None:
+    """Write a :class:`Predicted` case into ``group`` (arrays, attributes, the Dice against its reference)."""
+    from uqseg_cli.io.geometry import source_affine
+    from uqseg_cli.metrics.overlap import overlap_per_class
+
+    case, probs, seg = done.case, done.probabilities, done.segmentation
     write_case(group, case, probs, seg, dtype, source_affine(spec.image, case.spacing))
     if case.mask is not None:
         # mean foreground Dice against the reference (what `score` learns to predict), for the summary
         group.attrs["dice"] = float(overlap_per_class(seg, case.mask, probs.shape[0])[0].mean())
     group.attrs["train_case"] = bool(train_case)
     group.attrs["member"] = int(member)
+
+
+def predict_case(case_id: str, group, case, spec, predictor, member: int, train_case: bool, dtype,
+                 checks: dict) -> None:
+    """Segment one case with ``predictor`` (member ``member``) into ``group`` (:func:`compute_case`, then
+    :func:`write_predicted`)."""
+    write_predicted(group, compute_case(case_id, case, predictor, checks), spec, member, train_case, dtype)
 
 
 def guard_rails(checks: dict, model_modality: str, checkpoint: Path) -> None:
@@ -246,13 +273,16 @@ def run(options: PredictOptions, report: Report | None = None) -> StageResult:
     )
     report.log(f"predicting {len(specs)} case(s) with {meta0.arch} ({options.checkpoint}) on {dev}")
 
-    def process(cid: str, group) -> None:
-        k = held_by.get(cid, 0)
-        predict_case(cid, group, prefetch.get(cid), specs[cid], predictors[k], k, cid in train_sets[k], options.dtype,
-                     checks)
+    def compute(cid: str) -> Predicted:
+        return compute_case(cid, prefetch.get(cid), predictors[held_by.get(cid, 0)], checks)
 
+    def write(cid: str, group, done: Predicted) -> None:
+        k = held_by.get(cid, 0)
+        write_predicted(group, done, specs[cid], k, cid in train_sets[k], options.dtype)
+
+    # write-behind: case i is compressed and journalled in a thread while case i + 1 runs through the model
     with prefetch:
-        result = run_stage(run, process)
+        result = run_stage(run, write, compute=compute)
     report.log(f"wrote {result.out}")
     guard_rails(checks, predictors[0].ckpt.preprocessing.modality, options.checkpoint)
     dice = dice_summary(result.out) if Path(result.out).exists() and not result.interrupted else None
