@@ -244,3 +244,32 @@ def test_hybrid_joins_the_features_to_the_cnn_and_predicts_the_same_when_loaded(
     z = torch.zeros((1, n_extra))
     with torch.no_grad():
         assert float(model(x, z + 3.0)) != pytest.approx(float(model(x, z)), abs=1e-9)
+
+
+def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monkeypatch, capsys):
+    crit = ["--framework", "critic", "--method", "tta", "--measure", "entropy", "--backbone", "resnet18",
+            "--input-size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+    code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "0", "-o", "c0.csv")
+    assert code == 2 and "--framework critic needs cross-fitting" in err and "Traceback" not in err
+    code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "3", "-o", "c.csv", "--save-model", "qc.pt")
+    assert code == 0, err
+    summ = pd.read_csv(folder / "c.summary.csv").set_index("framework")
+    assert summ.loc["critic", "detail"] == "3 critics fpn-resnet18 + boost" and summ.loc["critic", "n"] == 11
+    obj = torch.load(folder / "qc.pt", weights_only=True)
+    meta = obj["meta"]
+    assert meta["framework"] == "critic" and meta["critics"] == 3 and set(obj["arrays"]) == {"boost"}
+    assert meta["features"][-4:] == ["critic/dice", "critic/soft_dice", "critic/log_volume_ratio", "critic/entropy"]
+    assert {k.split(".")[0] for k in obj["state_dict"]} == {"critic0", "critic1", "critic2"}
+    assert len(meta["training"]["critics"]) == 3
+    code, out, err = run(monkeypatch, capsys, "info", "qc.pt")
+    assert code == 0 and "3 critics fpn-resnet18" in out and "critic 2:" in out
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "qc.pt", "-o", "c2.csv")
+    assert code == 0, err
+    fit = pd.read_csv(folder / "c.csv").query("split == 'test' and framework == 'critic'").set_index("case")
+    again = pd.read_csv(folder / "c2.csv").query("framework == 'critic'").set_index("case")
+    assert len(fit) == 3  # the two cases without a reference and the one the segmenter saw
+    for cid, row in fit.iterrows():
+        assert again.loc[cid, "predicted_dice"] == pytest.approx(row.predicted_dice, abs=1e-9)
+    # a critic model is not a CNN regressor: tools that need one get one line
+    with pytest.raises(Exception, match="critics and a regression on features"):
+        load_quality_model(folder / "qc.pt")

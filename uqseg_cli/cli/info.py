@@ -82,7 +82,11 @@ def _print_quality_model(d: dict) -> None:
     if d.get("features"):
         typer.echo(f"features:      {len(d['features'])} ({', '.join(d['features'][:4])}, ...)")
     t = d.get("training") or {}
-    if t:
+    if t.get("critics"):
+        for k, c in enumerate(t["critics"]):
+            typer.echo(f"critic {k}:      {c.get('n_train')} (+{c.get('n_val')} validation) case(s), best epoch "
+                       f"{c.get('best_epoch')}/{c.get('epochs_run')}, validation loss {c.get('best_val_loss'):.4f}")
+    elif t:
         mse = float(t.get("best_val_mse", float("nan")))
         typer.echo(f"training:      {t.get('n_train')} (+{t.get('n_val')} validation) case(s), best epoch "
                    f"{t.get('best_epoch')}/{t.get('epochs_run')}, validation MSE {mse:.4f}")

@@ -66,7 +66,9 @@ def score(
             autocompletion=complete_list(FRAMEWORKS),
             help="seg-unc (CNN on segmentation + uncertainty), img-seg-unc (CNN on image + segmentation + "
             "uncertainty), hybrid (the img-seg-unc CNN with the aggregated features joined before its head), "
-            "features (linear and random-forest regression on aggregated features). Repeat or comma "
+            "critic (a segmentation network per fold learns the reference masks; its disagreement with the "
+            "segmentation joins the features of a boosted regressor), "
+            "features (linear, forest and boosted regression on aggregated features). Repeat or comma "
             "list. (default: features: the best held-out result per CPU minute, docs/quality.md)",
         ),
     ] = None,

@@ -49,13 +49,16 @@ def save_quality_model(
     meta: QualityMeta,
     model: QualityRegressor | None = None,
     arrays: dict[str, dict[str, np.ndarray]] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write a quality checkpoint atomically (temporary name, then ``os.replace``)."""
+    """Write a quality checkpoint atomically (temporary name, then ``os.replace``); the weights are ``model``'s, or
+    ``state_dict`` (several networks under prefixes, e.g. a critic model's ``critic<k>.*``)."""
+    state = model.state_dict() if model is not None else (state_dict or {})
     obj = {
         "format": FORMAT,
         "version": VERSION,
         "meta": _plain(meta.to_dict()),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()} if model is not None else {},
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
         "arrays": {
             name: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in st.items()}
             for name, st in (arrays or {}).items()
@@ -101,9 +104,9 @@ def load_quality_model(path: Path | str) -> tuple[QualityRegressor, QualityMeta]
     obj = read_quality_checkpoint(path)
     meta: QualityMeta = obj["meta"]
     if meta.framework not in FRAMEWORKS_CNN:
-        raise InputError(
-            f"{path}: is a {meta.framework!r} quality model (regression on aggregated features), not a CNN"
-        )
+        what = "critics and a regression on features" if meta.framework == "critic" else (
+            "regression on aggregated features")
+        raise InputError(f"{path}: is a {meta.framework!r} quality model ({what}), not a CNN regressor")
     model = create_quality_model(meta, pretrained=False)
     try:
         model.load_state_dict(obj["state_dict"])

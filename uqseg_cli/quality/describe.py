@@ -57,6 +57,15 @@ def describe_quality_model(path: Path) -> dict:
         d["architecture"] = "linear and random-forest regression on aggregated features"
         d["features"] = list(meta.features or [])
         d["models"] = sorted((loaded.get("arrays") or {}).keys())
+    elif meta.framework == "critic":
+        from uqseg_cli.quality.critic import critic_arch
+
+        d["architecture"] = (f"{meta.critics} critics {critic_arch(meta)} (one per fold; mean of their features) "
+                             "+ gradient-boosted regression")
+        d["parameters"] = int(sum(int(t.numel()) for t in state.values()))
+        d["input"] = {"size": meta.input_size, "channels": meta.channels, "classes": meta.num_classes}
+        d["features"] = list(meta.features or [])
+        d["training"] = {"critics": (meta.training or {}).get("critics", [])}
     else:
         d["architecture"] = f"{meta.backbone} ({meta.dims}D CNN), sigmoid output"
         d["parameters"] = int(sum(int(t.numel()) for t in state.values()))

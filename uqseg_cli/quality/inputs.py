@@ -7,6 +7,7 @@ Channels by framework (in this order):
 - ``img-seg-unc`` (framework 2): the image channels first, then the same;
 - ``hybrid``: the channels of ``img-seg-unc``; the aggregated features join the CNN embedding before the head
   (:class:`~uqseg_cli.quality.models.QualityRegressor` with ``n_extra``);
+- ``critic``: the channels of ``img-seg-unc``, segmented by a critic network (quality/critic.py);
 - every CNN framework, where ``samples.h5`` holds vote counts: the foreground *agreement map* of the method last
   (``agree:<method>``: the fraction of the T sampled segmentations that call the voxel foreground).
 
@@ -28,8 +29,11 @@ from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.regions import uncertainty_direction
 
 FRAMEWORKS_CNN = ("seg-unc", "img-seg-unc", "hybrid")
-IMAGE_FRAMEWORKS = ("img-seg-unc", "hybrid")
-FRAMEWORKS = (*FRAMEWORKS_CNN, "features")
+"""The CNN regressors (one network, one Dice out)."""
+IMAGE_FRAMEWORKS = ("img-seg-unc", "hybrid", "critic")
+FRAMEWORKS_INPUT = (*FRAMEWORKS_CNN, "critic")
+"""Every framework whose network reads the channels of this module (the critic segments them: quality/critic.py)."""
+FRAMEWORKS = (*FRAMEWORKS_INPUT, "features")
 
 
 def channel_names(
@@ -37,8 +41,8 @@ def channel_names(
 ) -> list[str]:
     """Names of the input channels, e.g. ``["image:0", "image:1", "image:2", "seg:1", "unc:entropy",
     "agree:tta"]`` (``agreement``: the method whose vote fraction is the last channel, or None)."""
-    if framework not in FRAMEWORKS_CNN:
-        raise ValueError(f"framework {framework!r} has no CNN input (expected one of {', '.join(FRAMEWORKS_CNN)})")
+    if framework not in FRAMEWORKS_INPUT:
+        raise ValueError(f"framework {framework!r} has no CNN input (expected one of {', '.join(FRAMEWORKS_INPUT)})")
     names = [f"image:{c}" for c in range(image_channels)] if framework in IMAGE_FRAMEWORKS else []
     names += [f"seg:{k}" for k in range(1, max(int(num_classes), 2))]
     names += [f"unc:{m}" for m in measures]

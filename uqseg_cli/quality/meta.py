@@ -2,7 +2,7 @@
 
 Two kinds of model share it. A *features* model (``framework="features"``: linear, forest and boosted regressions on
 aggregated features) uses ``method``, ``measure``, ``target``, ``features``, ``combined_stats`` and ``train_cases``.
-A *CNN* model (``framework`` seg-unc, img-seg-unc or hybrid) uses the rest: its architecture and input
+A *CNN* model (``framework`` seg-unc, img-seg-unc, hybrid or critic) uses the rest: its architecture and input
 (``backbone`` … ``dropout``), the standardisation statistics found when fitting, the training record and the
 segmenter whose predictions it was fitted on.
 
@@ -29,7 +29,7 @@ CNN_KEYS = (
     "format", "framework", "method", "measure", "measures", "target", "backbone", "pretrained", "dims", "input_size",
     "num_classes", "image_channels", "channels", "dropout", "extra_features", "init_from", "channel_mean",
     "channel_std", "extra_median", "extra_mean", "extra_std", "init_tensors_from_segmenter", "training",
-    "train_cases", "segmenter",
+    "train_cases", "segmenter", "features", "combined_stats", "critics",
 )
 """The keys of a CNN model's meta, in file order."""
 
@@ -45,7 +45,7 @@ class QualityMeta:
     """
 
     framework: str
-    """``features``, ``seg-unc``, ``img-seg-unc`` or ``hybrid``."""
+    """``features``, ``seg-unc``, ``img-seg-unc``, ``hybrid`` or ``critic``."""
     format: str = FORMAT
     """Repeats the checkpoint's format inside ``meta`` (files always had it)."""
     method: str | None = None
@@ -110,6 +110,11 @@ class QualityMeta:
     segmenter: dict[str, Any] | str | None = None
     """The segmenter recorded in the predict file upstream (``predict_file``, ``predict_fingerprint``,
     ``checkpoint``, ``arch``, ...; ``{}`` if none; older files hold a text description)."""
+
+    # --- critic framework (a CNN model too; also uses ``features`` and ``combined_stats`` for its regressor)
+    critics: int | None = None
+    """How many critics (one per cross-fitting fold) the file holds; a new case gets the mean of their features.
+    ``features`` then lists the regressor's columns: the aggregated features, then ``critic/*``."""
 
     @property
     def is_cnn(self) -> bool:

@@ -22,6 +22,15 @@ import torch
 
 from uqseg_cli.metrics.regression import regression_summary
 from uqseg_cli.quality.combined import CombinedStats, add_combined
+from uqseg_cli.quality.critic import (
+    CRITIC_FEATURES,
+    critic_arch,
+    critics_state,
+    fit_critic,
+    load_critics,
+    predict_critic_features,
+    reference_grid,
+)
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import (
     fit_baseline,
@@ -29,7 +38,7 @@ from uqseg_cli.quality.features import (
     predict_baseline,
     predict_feature_model,
 )
-from uqseg_cli.quality.inputs import IMAGE_FRAMEWORKS, channel_names, raw_inputs, standardize
+from uqseg_cli.quality.inputs import IMAGE_FRAMEWORKS, channel_names, channel_stats, raw_inputs, standardize
 from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.regions import AGREEMENT_REGIONS, REGIONS, SHAPE_REGIONS, VOLUME_REGIONS, feature_matrix
 from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn, standardize_extra
@@ -149,6 +158,7 @@ class Prediction:
     model_meta: QualityMeta | None = None
     model: torch.nn.Module | None = None
     arrays: dict | None = None
+    state_dict: dict | None = None  # weights of several networks (the critic framework)
 
 
 def _splits(batch: Batch, folds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +265,7 @@ def cnn_meta(
         ),
         dropout=0.2,
         extra_features=list(extra_features) if framework == "hybrid" else None,
+        features=list(extra_features) if framework == "critic" else None,
     )
 
 
@@ -323,6 +334,77 @@ def predict_cnn_framework(
     return Prediction(meta.framework, pred, split, detail=meta.backbone, model_meta=m, model=model.cpu())
 
 
+def load_masks(sf, case_ids: Sequence[str], size: Sequence[int]) -> torch.Tensor:
+    """Reference label maps of the cases on the critic's grid ``(N, *size)`` int64 (nearest neighbour)."""
+    return torch.stack([reference_grid(sf.case(cid).get("reference"), size) for cid in case_ids])
+
+
+def predict_critic_framework(
+    batch: Batch,
+    x_raw: torch.Tensor,
+    masks: torch.Tensor,
+    meta: QualityMeta,
+    folds: np.ndarray,
+    cfg: FitConfig,
+    device,
+    progress=None,
+) -> Prediction:
+    """Critic framework (quality/critic.py): one critic per fold, fitted on the other folds' reference masks, gives
+    its fold's labelled cases out-of-fold critic features; every other case gets the mean of the K critics'
+    features. A boosted regressor on ``meta.features`` (aggregated) + the critic features is then cross-fitted on
+    the same folds (``oof``) and refitted on every labelled case (``test``). ``masks`` ``(n_labelled, *size)``."""
+    y = batch.target
+    lab, split = _splits(batch, folds)
+    rest = np.flatnonzero(split != "oof")
+    k_folds = int(folds.max()) + 1
+    tag = f"{meta.method}/{meta.measure}/critic"
+    mean, std = channel_stats(x_raw[lab])  # label-free input statistics, shared by every critic
+    meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std)
+    zc = np.full((len(batch.case_ids), len(CRITIC_FEATURES)), np.nan)
+    zc[rest] = 0.0
+    critics, records = [], []
+    for f in range(k_folds):
+        c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, f, tag)})
+        name = f"{tag} critic {f + 1}/{k_folds}"
+        hook = (lambda e, n, name=name: progress.epoch(name, e, n)) if progress is not None else None
+        t0 = time.perf_counter()
+        train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        model, m = fit_critic(x_raw[lab[train]], masks[train], meta, c, device, on_epoch=hook)
+        if progress is not None:
+            progress.done(name, _fit_line(m, time.perf_counter() - t0))
+        zc[lab[test]] = predict_critic_features(model, x_raw[lab[test]], m, cfg.batch_size, device)
+        if len(rest):
+            zc[rest] += predict_critic_features(model, x_raw[rest], m, cfg.batch_size, device) / k_folds
+        critics.append(model.cpu())
+        records.append(m.training)
+    x = np.hstack([method_matrix(batch.long, meta.method, meta.features, batch.case_ids), zc])
+    seed = cfg.seed
+    pred = np.full(len(batch.case_ids), np.nan)
+    pred[lab] = cross_fit(folds, lambda tr, te, f: predict_feature_model(
+        "boost", fit_feature_model("boost", x[lab[tr]], y[lab[tr]], seed), x[lab[te]]))
+    state = fit_feature_model("boost", x[lab], y[lab], seed)
+    if len(rest):
+        pred[rest] = predict_feature_model("boost", state, x[rest])
+    m = dataclasses.replace(
+        m, features=[*meta.features, *CRITIC_FEATURES], critics=k_folds, training={"critics": records},
+        train_cases=[batch.case_ids[i] for i in lab],
+    )
+    p = Prediction("critic", pred, split, detail=f"{k_folds} critics {critic_arch(meta)} + boost", model_meta=m,
+                   arrays={"boost": state})
+    p.state_dict = critics_state(critics)
+    return p
+
+
+def predict_critic_loaded(batch: Batch, x_raw: torch.Tensor, meta: QualityMeta, state: dict, arrays: dict,
+                          batch_size: int, device) -> np.ndarray:
+    """A saved critic model's predictions ``(n,)``: the mean of its critics' features, then its regressor."""
+    critics = load_critics(meta, state)
+    zc = sum(predict_critic_features(c.to(device), x_raw, meta, batch_size, device) for c in critics) / len(critics)
+    names = meta.features[: len(meta.features) - len(CRITIC_FEATURES)]
+    x = np.hstack([method_matrix(batch.long, meta.method, names, batch.case_ids), zc])
+    return predict_feature_model("boost", arrays["boost"], x)
+
+
 def hybrid_features(batch: Batch, meta: QualityMeta) -> np.ndarray | None:
     """The raw aggregated features ``(n_cases, P)`` a hybrid model joins to its embedding (None otherwise)."""
     names = meta.extra_features
@@ -333,9 +415,11 @@ def hybrid_features(batch: Batch, meta: QualityMeta) -> np.ndarray | None:
 
 def _fit_line(meta: QualityMeta, seconds: float) -> str:
     t = meta.training
+    val = f"validation MSE {t['best_val_mse']:.4f}" if "best_val_mse" in t else (
+        f"validation loss {t['best_val_loss']:.4f}")
     return (
         f"fitted on {t['n_train']} (+{t['n_val']} validation) case(s), best epoch {t['best_epoch']}/{t['epochs_run']}"
-        f", validation MSE {t['best_val_mse']:.4f} ({seconds:.0f} s)"
+        f", {val} ({seconds:.0f} s)"
     )
 
 
@@ -410,10 +494,13 @@ __all__ = [
     "cnn_meta",
     "feature_names",
     "hybrid_features",
+    "load_masks",
     "load_raw",
     "make_folds",
     "predict_baseline_cv",
     "predict_cnn_framework",
+    "predict_critic_framework",
+    "predict_critic_loaded",
     "predict_features",
     "predict_features_loaded",
     "score_rows",

@@ -27,6 +27,7 @@ from uqseg_cli.parsing import parse_size
 from uqseg_cli.progress import FitProgress, Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
 from uqseg_cli.quality.combined import CombinedStats
+from uqseg_cli.quality.critic import critic_arch
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.meta import QualityMeta
@@ -41,10 +42,13 @@ from uqseg_cli.quality.scoring import (
     cnn_meta,
     feature_names,
     hybrid_features,
+    load_masks,
     load_raw,
     make_folds,
     predict_baseline_cv,
     predict_cnn_framework,
+    predict_critic_framework,
+    predict_critic_loaded,
     predict_features,
     predict_features_loaded,
     score_rows,
@@ -362,6 +366,19 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
         meta = dataclasses.replace(meta, init_from=init[0])
         cfg = dataclasses.replace(cfg, init_state=init[1])
     x_raw = read_raw(sf, ok_ids, meta, f"score: inputs {method}/{measure}/{framework}", report.quiet)
+    if framework == "critic":
+        if folds is None:
+            raise UqsegError("--framework critic needs cross-fitting (--cv 2 or more): its regressor learns from "
+                             "out-of-fold critic features")
+        critic_arch(meta)
+        masks = load_masks(sf, [c for c, ok in zip(ok_ids, batch.labelled, strict=True) if ok], meta.input_size)
+        p = predict_critic_framework(batch, x_raw, masks, meta, folds, cfg, dev, progress=fitprog)
+        p.model_meta = dataclasses.replace(
+            p.model_meta, segmenter=segmenter_info(sf),
+            combined_stats=inputs.combined_stats.to_json() if inputs.combined_stats else None,
+        )
+        save_quality_model(path, p.model_meta, arrays=p.arrays, state_dict=p.state_dict)
+        return p, cfg
     p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev, log=None if report.quiet else (lambda s: log(s)),
                               progress=fitprog)
     p.model_meta = dataclasses.replace(p.model_meta, segmenter=segmenter_info(sf))
@@ -385,10 +402,13 @@ def fit_all(sf: StageFile, inputs: Inputs, plan: Plan, folds, options: ScoreOpti
     frameworks = plan.frameworks
     n_configs = len(inputs.methods) * len(inputs.measures) * len(frameworks)
     n_cnn = len(inputs.methods) * len(inputs.measures) * len([f for f in frameworks if f != "features"])
-    n_fits = 0 if plan.loaded is not None else n_cnn * ((int(folds.max()) + 1 if folds is not None else 0) + 1)
+    k = int(folds.max()) + 1 if folds is not None else 0
+    # a CNN regressor: one fit per fold + the final model; the critic framework: one critic per fold
+    per_config = [k + (fw != "critic") for fw in frameworks if fw != "features"]
+    n_fits = 0 if plan.loaded is not None else len(inputs.methods) * len(inputs.measures) * sum(per_config)
     if n_fits:
         report.log(f"fitting {n_fits} CNN quality model(s) of at most {options.epochs} epochs "
-                   f"({n_cnn} configuration(s) x {n_fits // n_cnn} fit(s): cross-fitting folds + the final model)")
+                   f"({n_cnn} configuration(s): a fit per cross-fitting fold + the final model; critics: one a fold)")
     fitprog = FitProgress(n_fits, options.epochs, "score: fits", quiet=report.quiet) if n_fits else None
     dev = resolve_device(options.device)
     cfg = options.fit_config()
@@ -491,10 +511,13 @@ def predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: i
         for p in preds:
             p.split = split
         return preds
+    x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
+    if meta.framework == "critic":
+        pred = predict_critic_loaded(batch, x_raw, meta, loaded["state_dict"], loaded["arrays"], batch_size, dev)
+        return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.critics} critics")]
     net = create_quality_model(meta)
     net.load_state_dict(loaded["state_dict"])
     net.to(dev)
-    x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
     z = standardize_extra(hybrid_features(batch, meta), meta)
     pred = predict_cnn(net, standardize(x_raw, meta), batch_size, dev, z=z)
     return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.backbone}")]

@@ -1,0 +1,178 @@
+"""The critic framework: its features against a brute-force definition, its start from the segmenter, that it learns a
+reference, and that its cross-fitting is honest."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from uqseg_cli.models.registry import create_model
+from uqseg_cli.quality import scoring
+from uqseg_cli.quality.critic import (
+    CRITIC_FEATURES,
+    create_critic,
+    critic_features,
+    fit_critic,
+    init_critic,
+    predict_critic_features,
+    reference_grid,
+)
+from uqseg_cli.quality.crossfit import assign_folds
+from uqseg_cli.quality.inputs import channel_names
+from uqseg_cli.quality.meta import QualityMeta
+from uqseg_cli.quality.training import FitConfig
+
+
+def _meta(measures=("entropy",), size=(32, 32), classes=2) -> QualityMeta:
+    return QualityMeta(
+        framework="critic", method="tta", measure=measures[0], measures=list(measures), backbone="resnet18", dims=2,
+        input_size=list(size), num_classes=classes, image_channels=3,
+        channels=channel_names("critic", 3, classes, list(measures)),
+    )
+
+
+def _brute(p: np.ndarray, s: np.ndarray) -> list[float]:
+    """One case: ``p`` (K, H, W) probabilities, ``s`` (K-1, H, W) binary masks — loops over classes and voxels."""
+    k = p.shape[0]
+    hard = p.argmax(0)
+    dices, softs = [], []
+    for c in range(1, k):
+        a, b = (hard == c).astype(float), s[c - 1]
+        dices.append(2 * (a * b).sum() / (a.sum() + b.sum()) if a.sum() + b.sum() > 0 else 1.0)
+        q = p[c]
+        softs.append(2 * (q * b).sum() / (q.sum() + b.sum()) if q.sum() + b.sum() > 0 else 1.0)
+    fg = 1 - p[0]
+    s_fg = np.clip(s.sum(0), 0, 1)
+    ratio = np.log((fg.sum() + 1) / (s_fg.sum() + 1))
+    ents = []
+    for v in np.ndindex(fg.shape):
+        if fg[v] > 0.5 or s_fg[v] > 0:
+            q = min(max(fg[v], 1e-12), 1 - 1e-12)
+            ents.append(-(q * np.log(q) + (1 - q) * np.log(1 - q)))
+    return [float(np.mean(dices)), float(np.mean(softs)), float(ratio), float(np.mean(ents)) if ents else 0.0]
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_critic_features_match_brute_force(classes: int) -> None:
+    rng = np.random.default_rng(classes)
+    logits = rng.normal(size=(4, classes, 9, 11)) * 2
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    s = (rng.random((4, classes - 1, 9, 11)) < 0.3).astype(np.float32)
+    s[2] = 0  # an empty segmentation
+    p[3, 0] = 1.0  # a critic that sees no foreground at all (probabilities stay a distribution)
+    p[3, 1:] = 0.0
+    s[3] = 0  # ... on an empty segmentation: Dice 1 by definition, no region for the entropy
+    got = critic_features(torch.from_numpy(p), torch.from_numpy(s))
+    want = np.array([_brute(p[i], s[i]) for i in range(4)])
+    assert got.shape == (4, len(CRITIC_FEATURES))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert got[3, 0] == 1.0 and got[3, 1] == 1.0 and got[3, 3] == 0.0
+
+
+def test_reference_grid_is_nearest_neighbour() -> None:
+    ref = np.zeros((8, 8), dtype=np.uint8)
+    ref[2:6, 4:8] = 2
+    got = reference_grid(ref, (4, 4))
+    assert got.dtype == torch.int64
+    np.testing.assert_array_equal(got.numpy(), ref[::2, ::2])
+
+
+def test_init_critic_starts_as_the_segmenter() -> None:
+    torch.manual_seed(0)
+    seg = create_model("fpn-resnet18", in_channels=3, num_classes=2, dropout=0.2).eval()
+    meta = _meta(measures=("entropy", "mutual_information"))
+    critic = create_critic(meta).eval()
+    n = init_critic(critic, seg.state_dict(), image_channels=3)
+    assert n == len(seg.state_dict())  # every tensor of the segmenter has a home
+    x = torch.randn(2, len(meta.channels), 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(critic(x), seg(x[:, :3]), rtol=1e-5, atol=1e-5)  # extra channels start at 0
+        # ... and the extra channels are inputs: once their weights move, they change the answer
+        critic.backbone.conv1.weight[:, 3:] = 0.1
+        assert not torch.allclose(critic(x), seg(x[:, :3]), atol=1e-3)
+
+
+def _discs(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs whose uncertainty channel *is* the reference disc and whose segmentation is the disc shifted."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    xs, ms = [], []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(10, 22), rng.uniform(10, 22), rng.uniform(5, 9)
+        ref = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.float32)
+        seg = np.roll(ref, int(rng.integers(-4, 5)), axis=1)
+        img = rng.normal(size=(3, size, size)).astype(np.float32)
+        xs.append(np.concatenate([img, seg[None], ref[None]]))
+        ms.append(ref.astype(np.int64))
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ms))
+
+
+def test_fit_critic_learns_the_reference_from_its_inputs() -> None:
+    torch.set_num_threads(1)
+    meta = _meta()
+    x, m = _discs(32, seed=0)
+    xt, mt = _discs(8, seed=1)
+    cfg = FitConfig(epochs=12, patience=12, batch_size=8, lr=3e-3, val_fraction=0.0, seed=0)
+    model, fitted = fit_critic(x, m, meta, cfg)
+    assert fitted.training["epochs_run"] == 12 and fitted.training["loss"] == "dice+ce"
+    assert len(fitted.channel_mean) == len(meta.channels)
+    z = predict_critic_features(model, xt, fitted)
+    seg = xt[:, 3].numpy() > 0.5
+    true = [2 * (s & (r > 0)).sum() / (s.sum() + (r > 0).sum()) for s, r in zip(seg, mt.numpy(), strict=True)]
+    # the critic segments the reference, so its Dice with the segmentation is the segmentation's true Dice
+    np.testing.assert_allclose(z[:, 0], true, atol=0.08)
+    # an untrained critic does not know it
+    z0 = predict_critic_features(create_critic(fitted), xt, fitted)
+    assert np.abs(z0[:, 0] - true).mean() > 0.2
+
+
+def test_cross_fitting_is_honest(monkeypatch) -> None:
+    """Each labelled case's critic features come from a critic that never saw it; every other case gets the mean of
+    all critics' features; the regressor learns from those features."""
+    n, n_lab = 40, 30
+    labelled = np.arange(n) < n_lab
+    rng = np.random.default_rng(0)
+    target = np.where(labelled, rng.uniform(0.3, 1.0, n), np.nan)
+    long = pd.DataFrame({"case": [f"c{i:02d}" for i in range(n)], "method": "tta", "measure": "entropy",
+                         "region": "foreground", "value": rng.normal(size=n)})
+    batch = scoring.Batch([f"c{i:02d}" for i in range(n)], target, np.zeros(n, bool), long, ["entropy"])
+    batch.labelled = labelled
+    x_raw = torch.arange(n, dtype=torch.float32)[:, None, None, None].expand(n, 5, 4, 4).clone()  # x = case index
+    masks = torch.zeros((n_lab, 4, 4), dtype=torch.int64)
+    folds = assign_folds(n_lab, 3, 0)
+    seen: list[set[int]] = []
+
+    class Fitted(set):
+        def cpu(self):
+            return self
+
+    def fake_fit(x, mk, meta, cfg, device, on_epoch=None):
+        ids = Fitted(int(v) for v in x[:, 0, 0, 0])
+        seen.append(ids)
+        return ids, dataclasses.replace(meta, training={"n_train": len(ids), "n_val": 0, "best_epoch": 1,
+                                                        "epochs_run": 1, "best_val_loss": 0.0})
+
+    def fake_features(model, x, meta, batch_size, device):
+        idx = x[:, 0, 0, 0].long().numpy()
+        assert not (set(idx[idx < n_lab]) & model)  # a critic never scores a labelled case it was fitted on
+        # critic/dice = the true target (a perfect critic), minus an offset that names the critic
+        out = np.zeros((len(idx), len(CRITIC_FEATURES)))
+        out[:, 0] = np.nan_to_num(target[idx], nan=0.5) - 0.01 * len(seen)
+        return out
+
+    monkeypatch.setattr(scoring, "fit_critic", fake_fit)
+    monkeypatch.setattr(scoring, "predict_critic_features", fake_features)
+    monkeypatch.setattr(scoring, "critics_state", lambda models: {})
+    meta = dataclasses.replace(_meta(), features=["entropy/foreground"], input_size=[4, 4])
+    p = scoring.predict_critic_framework(batch, x_raw, masks, meta, folds, FitConfig(), "cpu")
+    assert len(seen) == 3
+    for f, ids in enumerate(seen):  # critic f was fitted on exactly the labelled cases outside fold f
+        assert ids == set(np.flatnonzero(labelled)[folds != f].tolist())
+    assert (p.split[:n_lab] == "oof").all() and (p.split[n_lab:] == "test").all()
+    assert p.model_meta.critics == 3 and p.model_meta.features == ["entropy/foreground", *CRITIC_FEATURES]
+    # the regressor follows the (perfect) critic feature: out of fold it tracks the target closely
+    assert np.corrcoef(p.predicted[:n_lab], target[:n_lab])[0, 1] > 0.95

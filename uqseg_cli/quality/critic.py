@@ -1,0 +1,246 @@
+"""The ``critic`` framework: a segmentation network learns each labelled case's *reference mask* from the image, the
+segmentation being scored and its uncertainty; how far its answer lies from that segmentation predicts the Dice.
+
+Why a critic and not one more regression CNN: a regression CNN learns from one number per labelled case (600 cases,
+600 targets), a critic from every voxel of every reference mask — the supervision a segmenter needs — so it learns
+where a segmentation of this kind tends to be wrong (an annotation style the segmenter missed, a lesion half
+found) from the few hundred cases users have. The critic starts from the segmenter's own weights (encoder and
+decoder, ``init_critic``): at the start it reproduces the segmenter on the image channels, and the extra channels
+(segmentation, uncertainty) start at zero weight, so everything it learns is a correction.
+
+Per case the critic's probabilities ``p`` ``(K, *input_size)`` and the scored segmentation ``S`` (its ``seg:<k>``
+input channels, thresholded at 0.5 after resampling) give :data:`CRITIC_FEATURES` (means over foreground classes):
+
+- ``critic/dice``: Dice between the critic's argmax and ``S`` (both empty: 1);
+- ``critic/soft_dice``: ``2 Σ p_k S_k / (Σ p_k + |S_k|)`` (both zero: 1);
+- ``critic/log_volume_ratio``: ``log((Σ p_fg + 1) / (|S_fg| + 1))`` (voxels of the input grid);
+- ``critic/entropy``: mean binary entropy (nats) of ``p_fg = 1 - p_0`` over the voxels the critic or ``S`` call
+  foreground (0 when there are none).
+
+They join the method's aggregated features in a gradient-boosted regressor (``quality/features.py``, ``boost``)
+fitted on out-of-fold critic features (scoring.py), so the critic's answer is calibrated to Dice.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from uqseg_cli.errors import UqsegError
+from uqseg_cli.quality.inputs import channel_stats, standardize
+from uqseg_cli.quality.meta import QualityMeta
+from uqseg_cli.quality.training import FitConfig, augment_batch, split_validation
+
+CRITIC_FEATURES = ("critic/dice", "critic/soft_dice", "critic/log_volume_ratio", "critic/entropy")
+"""The per-case features a critic gives (see the module text), in column order."""
+
+
+def critic_arch(meta: QualityMeta) -> str:
+    """The registered segmentation model a critic is: ``fpn-<backbone>`` in 2D, ``unet3d-small`` in 3D."""
+    from uqseg_cli.models.registry import list_models
+
+    name = "unet3d-small" if int(meta.dims) == 3 else f"fpn-{meta.backbone}"
+    if name not in {m.name for m in list_models()}:
+        known = ", ".join(m.name[len("fpn-"):] for m in list_models() if m.name.startswith("fpn-"))
+        raise UqsegError(f"--framework critic: no segmentation model fpn-{meta.backbone} (--backbone {known})")
+    return name
+
+
+def create_critic(meta: QualityMeta) -> torch.nn.Module:
+    """The critic described by ``meta``: ``len(meta.channels)`` input channels, ``meta.num_classes`` outputs, no
+    dropout (it is used deterministically)."""
+    from uqseg_cli.models.registry import create_model
+
+    return create_model(critic_arch(meta), in_channels=len(meta.channels), num_classes=int(meta.num_classes),
+                        dropout=0.0)
+
+
+def init_critic(model: torch.nn.Module, seg_state: dict, image_channels: int) -> int:
+    """Start a critic from a segmenter's weights: every tensor whose name and shape match is copied; a first
+    convolution with more input channels gets the segmenter's filters on the image channels and zeros on the others
+    (segmentation, uncertainty), so the critic starts as the segmenter. Returns the number of tensors copied."""
+    own = model.state_dict()
+    new, copied = {}, 0
+    for name, t in own.items():
+        s = seg_state.get(name)
+        if s is None:
+            continue
+        if tuple(s.shape) == tuple(t.shape):
+            new[name] = s.to(t.dtype)
+            copied += 1
+        elif s.ndim == t.ndim >= 4 and s.shape[0] == t.shape[0] and s.shape[2:] == t.shape[2:]:
+            w = torch.zeros_like(t)
+            n = min(int(s.shape[1]), int(image_channels), int(t.shape[1]))
+            w[:, :n] = s[:, :n].to(t.dtype)
+            new[name] = w
+            copied += 1
+    if copied:
+        model.load_state_dict({**own, **new})
+    return copied
+
+
+def reference_grid(reference: np.ndarray, size: Sequence[int]) -> torch.Tensor:
+    """A reference label map resampled to the critic's grid (nearest neighbour): ``(*size)`` int64."""
+    r = torch.as_tensor(np.asarray(reference), dtype=torch.float32)[None, None]
+    return F.interpolate(r, size=tuple(int(s) for s in size), mode="nearest")[0, 0].long()
+
+
+def seg_channels(meta: QualityMeta) -> list[int]:
+    """Indices of the ``seg:<k>`` channels (one per foreground class, in class order)."""
+    return [i for i, c in enumerate(meta.channels) if c.startswith("seg:")]
+
+
+def critic_features(probs: torch.Tensor, seg: torch.Tensor) -> np.ndarray:
+    """:data:`CRITIC_FEATURES` of a batch: ``probs`` ``(N, K, *S)`` critic probabilities, ``seg`` ``(N, K-1, *S)``
+    binary masks of the scored segmentation's foreground classes. Returns ``(N, 4)`` float64."""
+    p = probs.double()
+    s = seg.double()
+    n, k = p.shape[0], p.shape[1]
+    red = tuple(range(2, p.ndim))
+    hard = F.one_hot(p.argmax(1), k).movedim(-1, 1)[:, 1:].double()
+    pf = p[:, 1:]
+
+    def dice(a, b):
+        num, den = 2 * (a * b).sum(red), a.sum(red) + b.sum(red)
+        return torch.where(den > 0, num / den.clamp_min(1e-12), torch.ones_like(den)).mean(1)
+
+    fg = 1.0 - p[:, 0]
+    s_fg = s.sum(1).clamp(max=1.0)
+    ratio = torch.log((fg.flatten(1).sum(1) + 1.0) / (s_fg.flatten(1).sum(1) + 1.0))
+    q = fg.clamp(1e-12, 1 - 1e-12)
+    ent = -(q * q.log() + (1 - q) * (1 - q).log())
+    region = ((fg > 0.5) | (s_fg > 0)).double()
+    area = region.flatten(1).sum(1)
+    entropy = torch.where(area > 0, (ent * region).flatten(1).sum(1) / area.clamp_min(1.0), torch.zeros_like(area))
+    out = torch.stack([dice(hard, s), dice(pf, s), ratio, entropy], dim=1)
+    assert out.shape == (n, len(CRITIC_FEATURES))
+    return out.numpy()
+
+
+def _augment_pair(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flips/quarter turns on the inputs ``(N, C, *S)`` and the labels ``(N, *S)``."""
+    both = augment_batch(torch.cat([x, y[:, None].to(x.dtype)], dim=1), gen)
+    return both[:, :-1], both[:, -1].round().long()
+
+
+@torch.no_grad()
+def critic_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16, device="cpu") -> torch.Tensor:
+    """Softmax probabilities ``(N, K, *S)`` float32 (CPU) of a critic for standardised inputs ``x``."""
+    model.eval()
+    out = [torch.softmax(model(x[i : i + batch_size].to(device)).float(), 1).cpu()
+           for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+def predict_critic_features(model, x_raw: torch.Tensor, meta: QualityMeta, batch_size: int = 16,
+                            device="cpu") -> np.ndarray:
+    """:data:`CRITIC_FEATURES` ``(N, 4)`` of raw inputs ``(N, C, *input_size)`` under one fitted critic."""
+    out = []
+    idx = seg_channels(meta)
+    for i in range(0, x_raw.shape[0], batch_size):
+        xb = x_raw[i : i + batch_size]
+        p = critic_probs(model, standardize(xb, meta), batch_size, device)
+        out.append(critic_features(p, (xb[:, idx] >= 0.5).to(torch.float32)))
+    return np.concatenate(out) if out else np.zeros((0, len(CRITIC_FEATURES)))
+
+
+def fit_critic(
+    x_raw: torch.Tensor,
+    masks: torch.Tensor,
+    meta: QualityMeta,
+    cfg: FitConfig = FitConfig(),
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> tuple[torch.nn.Module, QualityMeta]:
+    """Fit a critic on raw inputs ``(N, C, *input_size)`` and reference labels ``masks`` ``(N, *input_size)`` int64
+    (loss: cross-entropy + soft Dice; AdamW, cosine schedule; early stopping on the validation part's loss, the best
+    epoch kept). Returns the model (eval mode) and ``meta`` with the channel statistics (those of ``x_raw`` unless
+    ``meta`` has them), the number of tensors
+    started from the segmenter and the training record. Deterministic for a given ``cfg.seed`` on the CPU."""
+    from uqseg_cli.training.loop import dice_ce_loss
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if meta.channel_mean is None:  # statistics given (e.g. shared by the critics of every fold) are kept
+        mean, std = channel_stats(x_raw)
+        meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std)
+    x = standardize(x_raw, meta)
+    tr, va = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
+    model = create_critic(meta)
+    if cfg.init_state is not None:
+        meta = dataclasses.replace(
+            meta, init_tensors_from_segmenter=init_critic(model, cfg.init_state, int(meta.image_channels or 0))
+        )
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+
+    def val_loss() -> float:
+        model.eval()
+        tot = 0.0
+        with torch.no_grad():
+            for i in range(0, len(va), cfg.batch_size):
+                b = va[i : i + cfg.batch_size]
+                tot += float(dice_ce_loss(model(x[b].to(device)).float(), masks[b].to(device))) * len(b)
+        return tot / len(va)
+
+    best = (math.inf, -1, copy.deepcopy(model.state_dict()))
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        total, count = 0.0, 0
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            if len(idx) < 2 and len(perm) > 1:  # BatchNorm cannot train on a batch of one
+                continue
+            xb, yb = x[idx], masks[idx]
+            if cfg.augment:
+                xb, yb = _augment_pair(xb, yb, gen)
+            loss = dice_ce_loss(model(xb.to(device)).float(), yb.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        sched.step()
+        train_loss = total / max(count, 1)
+        v = val_loss() if len(va) else train_loss
+        history.append((train_loss, v))
+        if on_epoch:
+            on_epoch(epoch + 1, cfg.epochs)
+        if v < best[0]:
+            best = (v, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= cfg.patience:
+            break
+    model.load_state_dict(best[2])
+    model.eval()
+    training = {
+        "epochs_run": len(history), "best_epoch": best[1] + 1, "best_val_loss": best[0], "n_train": int(len(tr)),
+        "n_val": int(len(va)), "lr": cfg.lr, "batch_size": cfg.batch_size, "augment": cfg.augment,
+        "seed": cfg.seed, "loss": "dice+ce",
+    }
+    return model, dataclasses.replace(meta, training=training)
+
+
+def critics_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The weights of several critics in one state dict, critic ``k``'s under ``critic<k>.``."""
+    return {f"critic{k}.{n}": t.detach().cpu() for k, m in enumerate(models) for n, t in m.state_dict().items()}
+
+
+def load_critics(meta: QualityMeta, state: dict[str, torch.Tensor]) -> list[torch.nn.Module]:
+    """The ``meta.critics`` critics of a checkpoint's state dict (eval mode, CPU); ``RuntimeError`` when the
+    weights do not match ``meta``."""
+    out = []
+    for k in range(int(meta.critics or 0)):
+        prefix = f"critic{k}."
+        model = create_critic(meta)
+        model.load_state_dict({n[len(prefix):]: t for n, t in state.items() if n.startswith(prefix)})
+        out.append(model.eval())
+    return out
