@@ -195,13 +195,6 @@ def write_predicted(group, done: Predicted, spec, member: int, train_case: bool,
     group.attrs["member"] = int(member)
 
 
-def predict_case(case_id: str, group, case, spec, predictor, member: int, train_case: bool, dtype,
-                 checks: dict) -> None:
-    """Segment one case with ``predictor`` (member ``member``) into ``group`` (:func:`compute_case`, then
-    :func:`write_predicted`)."""
-    write_predicted(group, compute_case(case_id, case, predictor, checks), spec, member, train_case, dtype)
-
-
 def guard_rails(checks: dict, model_modality: str, checkpoint: Path) -> None:
     """One warning line each: a photo model on CT (or the reverse); all background for most cases."""
     seen = checks["modality"]
