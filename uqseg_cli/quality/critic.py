@@ -23,9 +23,7 @@ fitted on out-of-fold critic features (scoring.py), so the critic's answer is ca
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -35,7 +33,7 @@ import torch.nn.functional as F
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.quality.inputs import channel_stats, standardize
 from uqseg_cli.quality.meta import QualityMeta
-from uqseg_cli.quality.training import FitConfig, augment_batch, split_validation
+from uqseg_cli.quality.training import FitConfig, augment_batch, split_validation, train_early_stopping
 
 CRITIC_FEATURES = ("critic/dice", "critic/soft_dice", "critic/log_volume_ratio", "critic/entropy")
 """The per-case features a critic gives (see the module text), in column order."""
@@ -178,51 +176,24 @@ def fit_critic(
             meta, init_tensors_from_segmenter=init_critic(model, cfg.init_state, int(meta.image_channels or 0))
         )
     model = model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
 
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        xb, yb = _augment_pair(x[idx], masks[idx], gen) if cfg.augment else (x[idx], masks[idx])
+        return dice_ce_loss(model(xb.to(device)).float(), yb.to(device))
+
+    @torch.no_grad()
     def val_loss() -> float:
         model.eval()
         tot = 0.0
-        with torch.no_grad():
-            for i in range(0, len(va), cfg.batch_size):
-                b = va[i : i + cfg.batch_size]
-                tot += float(dice_ce_loss(model(x[b].to(device)).float(), masks[b].to(device))) * len(b)
+        for i in range(0, len(va), cfg.batch_size):
+            b = va[i : i + cfg.batch_size]
+            tot += float(dice_ce_loss(model(x[b].to(device)).float(), masks[b].to(device))) * len(b)
         return tot / len(va)
 
-    best = (math.inf, -1, copy.deepcopy(model.state_dict()))
-    history = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
-        total, count = 0.0, 0
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            if len(idx) < 2 and len(perm) > 1:  # BatchNorm cannot train on a batch of one
-                continue
-            xb, yb = x[idx], masks[idx]
-            if cfg.augment:
-                xb, yb = _augment_pair(xb, yb, gen)
-            loss = dice_ce_loss(model(xb.to(device)).float(), yb.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        sched.step()
-        train_loss = total / max(count, 1)
-        v = val_loss() if len(va) else train_loss
-        history.append((train_loss, v))
-        if on_epoch:
-            on_epoch(epoch + 1, cfg.epochs)
-        if v < best[0]:
-            best = (v, epoch, copy.deepcopy(model.state_dict()))
-        elif epoch - best[1] >= cfg.patience:
-            break
-    model.load_state_dict(best[2])
-    model.eval()
+    best, best_epoch, epochs_run = train_early_stopping(model, tr, va, cfg, gen, batch_loss, val_loss,
+                                                        on_epoch=on_epoch)
     training = {
-        "epochs_run": len(history), "best_epoch": best[1] + 1, "best_val_loss": best[0], "n_train": int(len(tr)),
+        "epochs_run": epochs_run, "best_epoch": best_epoch, "best_val_loss": best, "n_train": int(len(tr)),
         "n_val": int(len(va)), "lr": cfg.lr, "batch_size": cfg.batch_size, "augment": cfg.augment,
         "seed": cfg.seed, "loss": "dice+ce",
     }

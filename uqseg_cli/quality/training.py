@@ -127,6 +127,59 @@ def predict_cnn(
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
+def train_early_stopping(
+    model: torch.nn.Module,
+    tr: np.ndarray,
+    va: np.ndarray,
+    cfg: FitConfig,
+    gen: torch.Generator,
+    batch_loss: Callable[[np.ndarray], torch.Tensor],
+    validate: Callable[[], float],
+    log_epoch: Callable[[int, float, float], None] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> tuple[float, int, int]:
+    """The training loop of the quality CNNs and critics: AdamW (``cfg.lr``, ``cfg.weight_decay``), cosine
+    schedule over ``cfg.epochs``, batches of ``cfg.batch_size`` training indices ``tr`` in a ``gen`` order
+    (``batch_loss(idx)`` gives a batch's loss; a batch of one is skipped, BatchNorm cannot train on it), and after
+    each epoch ``validate()`` (lower is better; the epoch's mean training loss when ``va`` is empty). Stops
+    ``cfg.patience`` epochs after the best one and leaves the model at its best epoch, in eval mode.
+
+    Returns ``(best value, best epoch (1-based), epochs run)``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    best = (math.inf, -1, copy.deepcopy(model.state_dict()))
+    epochs_run = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        total, count = 0.0, 0
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            if len(idx) < 2 and len(perm) > 1:  # BatchNorm cannot train on a batch of one
+                continue
+            loss = batch_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        sched.step()
+        train = total / max(count, 1)
+        val = validate() if len(va) else train
+        epochs_run += 1
+        if log_epoch:
+            log_epoch(epoch, train, val)
+        if on_epoch:  # progress hook: (epochs done, most epochs)
+            on_epoch(epoch + 1, cfg.epochs)
+        if val < best[0]:
+            best = (val, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= cfg.patience:
+            break
+    model.load_state_dict(best[2])
+    model.eval()
+    return best[0], best[1] + 1, epochs_run
+
+
 def fit_cnn(
     x_raw: torch.Tensor,
     y: np.ndarray,
@@ -162,50 +215,26 @@ def fit_cnn(
         meta = dataclasses.replace(meta, init_tensors_from_segmenter=n)
     model = model.to(device)
     model.init_output(float(yt[tr].mean()))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
-    best = (math.inf, -1, copy.deepcopy(model.state_dict()))
-    history = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
-        total, count = 0.0, 0
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            if len(idx) < 2 and len(perm) > 1:  # BatchNorm cannot train on a batch of one
-                continue
-            xb = x[idx]
-            if cfg.augment:
-                xb = augment_batch(xb, gen)
-            pred = model(xb.to(device), z[idx].to(device) if z is not None else None)
-            loss = regression_loss(pred, yt[idx].to(device), cfg.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        sched.step()
-        train_mse = total / max(count, 1)
-        if len(va):
-            zv = z[va] if z is not None else None
-            val_mse = float(np.mean((predict_cnn(model, x[va], device=device, z=zv) - yt[va].numpy()) ** 2))
-        else:
-            val_mse = train_mse
-        history.append((train_mse, val_mse))
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        xb = augment_batch(x[idx], gen) if cfg.augment else x[idx]
+        pred = model(xb.to(device), z[idx].to(device) if z is not None else None)
+        return regression_loss(pred, yt[idx].to(device), cfg.loss)
+
+    def val_mse() -> float:
+        zv = z[va] if z is not None else None
+        return float(np.mean((predict_cnn(model, x[va], device=device, z=zv) - yt[va].numpy()) ** 2))
+
+    def log_epoch(epoch: int, train: float, val: float) -> None:
         if log:
-            log(f"epoch {epoch + 1}/{cfg.epochs}: train MSE {train_mse:.5f}, validation MSE {val_mse:.5f}")
-        if on_epoch:  # progress hook: (epochs done, most epochs)
-            on_epoch(epoch + 1, cfg.epochs)
-        if val_mse < best[0]:
-            best = (val_mse, epoch, copy.deepcopy(model.state_dict()))
-        elif epoch - best[1] >= cfg.patience:
-            break
-    model.load_state_dict(best[2])
-    model.eval()
+            log(f"epoch {epoch + 1}/{cfg.epochs}: train MSE {train:.5f}, validation MSE {val:.5f}")
+
+    best, best_epoch, epochs_run = train_early_stopping(model, tr, va, cfg, gen, batch_loss, val_mse, log_epoch,
+                                                        on_epoch)
     training = {
-        "epochs_run": len(history),
-        "best_epoch": best[1] + 1,
-        "best_val_mse": best[0],
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "best_val_mse": best,
         "n_train": int(len(tr)),
         "n_val": int(len(va)),
         "lr": cfg.lr,
