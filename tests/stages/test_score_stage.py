@@ -98,11 +98,20 @@ def test_result_changing_options_are_the_config_fields():
     # score writes tables and quality.pt, not a resumable HDF5 file: the config fields document what changes them
     assert resume_config(score.ScoreOptions(input_size="96")) == {
         "methods": [], "measures": [], "frameworks": [], "target": "dice", "model": None, "cv": 5,
-        "backbone": "resnet18", "pretrained": False, "input_size": [96], "epochs": 30, "patience": 6,
-        "val_fraction": 0.2, "lr": 1e-3, "loss": "mse", "init_from": "auto", "feature_models": [],
+        "backbone": "resnet18", "pretrained": False, "input_size": [96], "epochs": None, "patience": 6,
+        "val_fraction": None, "lr": None, "loss": "mse", "init_from": "auto", "feature_models": [],
         "agreement_channel": False, "batch_size": 16, "features": None, "include_train_cases": False,
         "failure_threshold": None, "seed": 0,
     }
+
+
+def test_training_defaults_per_framework():
+    o = score.ScoreOptions()
+    cnn, critic = o.fit_config("seg-unc"), o.fit_config("critic")
+    assert (cnn.epochs, cnn.val_fraction, cnn.lr) == (30, 0.2, 1e-3)
+    assert (critic.epochs, critic.val_fraction, critic.lr) == (16, 0.0, 5e-4)
+    given = score.ScoreOptions(epochs=3, val_fraction=0.1, lr=0.01).fit_config("critic")
+    assert (given.epochs, given.val_fraction, given.lr) == (3, 0.1, 0.01)  # what the user gives wins
 
 
 def test_cli_choices_are_the_stage_choices():

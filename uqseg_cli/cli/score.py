@@ -103,12 +103,18 @@ def score(
         str | None,
         typer.Option("--input-size", help="CNN input grid, e.g. 128 or 192x256 (default: 128 (2D), 64 (3D))."),
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs per fit.")] = 30,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Most epochs per fit. (default: 30; critic 16)")
+    ] = None,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Early stopping: epochs without progress.")] = 6,
     val_fraction: Annotated[
-        float, typer.Option("--val-fraction", min=0.0, max=0.5, help="Part of each fit held out for early stopping.")
-    ] = 0.2,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="AdamW learning rate.")] = 1e-3,
+        float | None,
+        typer.Option("--val-fraction", min=0.0, max=0.5,
+                     help="Part of each fit held out for early stopping. (default: 0.2; critic 0: the whole fold)"),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", min=0.0, help="AdamW learning rate. (default: 1e-3; critic 5e-4)")
+    ] = None,
     loss: Annotated[
         Loss, typer.Option("--loss", help="CNN loss (docs/quality.md).")
     ] = "mse",

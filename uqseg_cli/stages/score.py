@@ -68,6 +68,13 @@ TABLES = {
     "(or --summary; none with -o -)",
     "<save-model>": "quality.pt of each fitted configuration (several: <stem>.<method>.<measure>.<framework>.pt)",
 }
+FIT_DEFAULTS = {
+    "cnn": {"epochs": 30, "val_fraction": 0.2, "lr": 1e-3},
+    "critic": {"epochs": 16, "val_fraction": 0.0, "lr": 5e-4},
+}
+"""``--epochs``/``--val-fraction``/``--lr`` when not given. A critic trains on its whole fold for a fixed number of
+epochs (as segmenters do): early stopping on a 20 % validation part stopped two of five critics at epoch 3–4 and cost
+held-out R² on ISIC 2017 (docs/quality.md)."""
 INIT_FROM = ("auto", "none")  # or the path of a segmenter checkpoint
 MEASURE_CHOICES = (COMBINED, "all")  # besides the measures of the file
 
@@ -91,10 +98,10 @@ class ScoreOptions:
     backbone: str = option("resnet18", config=True)
     pretrained: bool = option(False, config=True)
     input_size: list[int] | str | None = option(None, config=True)  # "192x256" or [192, 256]; None: 128 / 64 (3D)
-    epochs: int = option(30, config=True)
+    epochs: int | None = option(None, config=True)  # None: the framework's default (FIT_DEFAULTS)
     patience: int = option(6, config=True)
-    val_fraction: float = option(0.2, config=True)
-    lr: float = option(1e-3, config=True)
+    val_fraction: float | None = option(None, config=True)  # None: the framework's default
+    lr: float | None = option(None, config=True)  # None: the framework's default
     loss: str = option("mse", config=True)
     init_from: str = option("auto", config=True)  # auto, none or a segmenter checkpoint
     feature_models: list[str] = option(factory=list, config=True)
@@ -135,9 +142,13 @@ class ScoreOptions:
             return self.summary
         return None if self.output == "-" else Path(self.output).with_name(f"{Path(self.output).stem}.summary.csv")
 
-    def fit_config(self) -> FitConfig:
-        return FitConfig(epochs=self.epochs, patience=self.patience, batch_size=self.batch_size, lr=self.lr,
-                         val_fraction=self.val_fraction, seed=self.seed, pretrained=self.pretrained, loss=self.loss)
+    def fit_config(self, framework: str) -> FitConfig:
+        """The training options of one CNN framework: what was given, else :data:`FIT_DEFAULTS`."""
+        d = FIT_DEFAULTS["critic" if framework == "critic" else "cnn"]
+        given = {"epochs": self.epochs, "val_fraction": self.val_fraction, "lr": self.lr}
+        return FitConfig(patience=self.patience, batch_size=self.batch_size, seed=self.seed,
+                         pretrained=self.pretrained, loss=self.loss,
+                         **{k: d[k] if v is None else v for k, v in given.items()})
 
 
 @dataclass
@@ -352,9 +363,9 @@ def fit_features(inputs: Inputs, method: str, measure: str, folds, options: Scor
 
 def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure: str, folds, cfg: FitConfig, dev,
             options: ScoreOptions, target: str, path: Path, report: Report,
-            fitprog: FitProgress | None) -> tuple[Prediction, FitConfig]:
-    """The CNN regressor of one configuration (cross-fitted, then a final model saved to ``path``); returns its
-    prediction and the fit config (with the segmenter's encoder as the start when ``--init-from`` gives one)."""
+            fitprog: FitProgress | None) -> Prediction:
+    """The CNN regressor (or critics) of one configuration, cross-fitted, saved to ``path``; returns its prediction.
+    ``cfg`` gains the segmenter's weights as the start when ``--init-from`` gives one."""
     batch = inputs.batch
     ok_ids = batch.case_ids
     extra = feature_names(measure, inputs.all_measures, for_baseline=False, available=batch.available)
@@ -378,12 +389,12 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
             combined_stats=inputs.combined_stats.to_json() if inputs.combined_stats else None,
         )
         save_quality_model(path, p.model_meta, arrays=p.arrays, state_dict=p.state_dict)
-        return p, cfg
+        return p
     p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev, log=None if report.quiet else (lambda s: log(s)),
                               progress=fitprog)
     p.model_meta = dataclasses.replace(p.model_meta, segmenter=segmenter_info(sf))
     save_quality_model(path, p.model_meta, p.model)
-    return p, cfg
+    return p
 
 
 def read_raw(sf: StageFile, case_ids: list[str], meta: QualityMeta, label: str, quiet: bool):
@@ -406,12 +417,12 @@ def fit_all(sf: StageFile, inputs: Inputs, plan: Plan, folds, options: ScoreOpti
     # a CNN regressor: one fit per fold + the final model; the critic framework: one critic per fold
     per_config = [k + (fw != "critic") for fw in frameworks if fw != "features"]
     n_fits = 0 if plan.loaded is not None else len(inputs.methods) * len(inputs.measures) * sum(per_config)
+    most = max((options.fit_config(fw).epochs for fw in frameworks if fw != "features"), default=0)
     if n_fits:
-        report.log(f"fitting {n_fits} CNN quality model(s) of at most {options.epochs} epochs "
+        report.log(f"fitting {n_fits} CNN quality model(s) of at most {most} epochs "
                    f"({n_cnn} configuration(s): a fit per cross-fitting fold + the final model; critics: one a fold)")
-    fitprog = FitProgress(n_fits, options.epochs, "score: fits", quiet=report.quiet) if n_fits else None
+    fitprog = FitProgress(n_fits, most, "score: fits", quiet=report.quiet) if n_fits else None
     dev = resolve_device(options.device)
-    cfg = options.fit_config()
     out = Fitted()
     try:
         for m in inputs.methods:
@@ -426,9 +437,8 @@ def fit_all(sf: StageFile, inputs: Inputs, plan: Plan, folds, options: ScoreOpti
                     if fw == "features":
                         preds.extend(fit_features(inputs, m, meas, folds, options, plan.target, path))
                     else:
-                        p, cfg = fit_cnn(sf, inputs, fw, m, meas, folds, cfg, dev, options, plan.target, path,
-                                         report, fitprog)
-                        preds.append(p)
+                        preds.append(fit_cnn(sf, inputs, fw, m, meas, folds, options.fit_config(fw), dev, options,
+                                             plan.target, path, report, fitprog))
                     out.saved.append(str(path))
                 base_folds = folds if plan.loaded is None else folds_any(inputs.batch, options.cv, options.seed)
                 base = predict_baseline_cv(inputs.batch, m, meas, base_folds)
