@@ -13,6 +13,7 @@ import signal
 from uqseg_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
 
 _received: list[int] = []
+_pending: list[int] = []  # signals whose exception may not have reached the run (see `check`)
 
 
 class Terminated(KeyboardInterrupt):
@@ -21,12 +22,29 @@ class Terminated(KeyboardInterrupt):
 
 def _on_term(signum, frame) -> None:
     _received.append(signum)
+    _pending.append(signum)
     raise Terminated()
 
 
 def _on_int(signum, frame) -> None:
     _received.append(signum)
+    _pending.append(signum)
     raise KeyboardInterrupt()
+
+
+def check() -> None:
+    """Raise the interruption again when a signal arrived but its exception was lost: raised while Python ran a
+    finaliser or a weakref callback (garbage collection can run one at any moment), it is printed as "Exception
+    ignored" and the code goes on. Call where a run can stop cleanly (the stage runner: before each case)."""
+    if _pending:
+        sig = _pending[-1]
+        _pending.clear()
+        raise Terminated() if sig == signal.SIGTERM else KeyboardInterrupt()
+
+
+def handled() -> None:
+    """The interruption reached the code that stops the run: `check` has nothing left to raise."""
+    _pending.clear()
 
 
 _saved: dict[int, object] = {}
@@ -72,3 +90,4 @@ def restore() -> None:
 
 def reset() -> None:
     _received.clear()
+    _pending.clear()

@@ -344,3 +344,41 @@ def test_write_behind_order_and_large_cases_written_before_the_next_computes(tmp
     assert order.index(("write", "b")) < order.index(("compute", "c"))
     with StageFile(tmp_path / "o.h5") as sf:
         assert sf.case_ids == ["a", "b", "c", "d"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("write_behind", [False, True])
+def test_ctrl_c_lost_in_a_finaliser_still_stops_the_run(tmp_path, write_behind, capsys):
+    """A SIGINT that lands while Python runs a finaliser (garbage collection) has its KeyboardInterrupt printed as
+    "Exception ignored" and dropped; the runner must still stop before the next case (seen in CI: exit 0)."""
+    from uqseg_cli import signals
+
+    class Finaliser:
+        def __del__(self):
+            signals._on_int(signal.SIGINT, None)  # what the handler does when the signal lands here
+
+    signals.reset()
+    out = tmp_path / "lost.h5"
+    ids = [f"case{i}" for i in range(6)]
+    seen: list[str] = []
+
+    def work(cid):
+        seen.append(cid)
+        if cid == "case2":
+            Finaliser()  # collected at once: its exception is ignored, the case goes on
+
+    def process(cid, g, payload=None):
+        if not write_behind:
+            work(cid)
+        g.attrs["x"] = 1
+
+    run = StageRun("lost", out, {"x": 1}, ids, quiet=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(run, process, compute=work if write_behind else None)
+    finally:
+        signals.reset()
+    assert seen == ["case0", "case1", "case2"]  # stopped before case3
+    kept = sorted(p.name for p in Path(str(out) + ".partial").glob("*.h5"))
+    assert kept == ["case0.h5", "case1.h5", "case2.h5"] and not out.exists()
+    assert "interrupted; 3 complete case(s) kept" in capsys.readouterr().err

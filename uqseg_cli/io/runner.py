@@ -32,6 +32,7 @@ from typing import Any
 
 import h5py
 
+from uqseg_cli import signals
 from uqseg_cli.errors import DiskFullError, StoreError, UqsegError, check_room, disk_full_message, is_disk_full
 from uqseg_cli.io.atomic import fsync_file
 from uqseg_cli.io.leftovers import clean_leftovers, refuse_output_over_inputs
@@ -288,6 +289,7 @@ def run_stage(run: StageRun, process: Callable[..., None],
 
         def interrupted() -> None:
             result.interrupted = True
+            signals.handled()
             try:
                 collect()
             except (KeyboardInterrupt, UqsegError):
@@ -297,6 +299,7 @@ def run_stage(run: StageRun, process: Callable[..., None],
         try:
             for cid in todo:
                 try:
+                    signals.check()  # a Ctrl-C whose exception was lost in a finaliser stops the run here
                     if writer is None:
                         try:
                             journal(cid, process)
@@ -321,6 +324,7 @@ def run_stage(run: StageRun, process: Callable[..., None],
                     raise
             try:
                 collect()
+                signals.check()
             except KeyboardInterrupt:
                 interrupted()
                 raise
