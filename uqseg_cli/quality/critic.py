@@ -99,7 +99,7 @@ def critic_features(probs: torch.Tensor, seg: torch.Tensor) -> np.ndarray:
     binary masks of the scored segmentation's foreground classes. Returns ``(N, 4)`` float64."""
     p = probs.double()
     s = seg.double()
-    n, k = p.shape[0], p.shape[1]
+    k = p.shape[1]
     red = tuple(range(2, p.ndim))
     hard = F.one_hot(p.argmax(1), k).movedim(-1, 1)[:, 1:].double()
     pf = p[:, 1:]
@@ -116,9 +116,7 @@ def critic_features(probs: torch.Tensor, seg: torch.Tensor) -> np.ndarray:
     region = ((fg > 0.5) | (s_fg > 0)).double()
     area = region.flatten(1).sum(1)
     entropy = torch.where(area > 0, (ent * region).flatten(1).sum(1) / area.clamp_min(1.0), torch.zeros_like(area))
-    out = torch.stack([dice(hard, s), dice(pf, s), ratio, entropy], dim=1)
-    assert out.shape == (n, len(CRITIC_FEATURES))
-    return out.numpy()
+    return torch.stack([dice(hard, s), dice(pf, s), ratio, entropy], dim=1).numpy()
 
 
 def _augment_pair(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

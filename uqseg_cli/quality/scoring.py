@@ -389,10 +389,8 @@ def predict_critic_framework(
         m, features=[*meta.features, *CRITIC_FEATURES], critics=k_folds, training={"critics": records},
         train_cases=[batch.case_ids[i] for i in lab],
     )
-    p = Prediction("critic", pred, split, detail=f"{k_folds} critics {critic_arch(meta)} + boost", model_meta=m,
-                   arrays={"boost": state})
-    p.state_dict = critics_state(critics)
-    return p
+    return Prediction("critic", pred, split, detail=f"{k_folds} critics {critic_arch(meta)} + boost", model_meta=m,
+                      arrays={"boost": state}, state_dict=critics_state(critics))
 
 
 def predict_critic_loaded(batch: Batch, x_raw: torch.Tensor, meta: QualityMeta, state: dict, arrays: dict,
