@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.quality.inputs import channel_stats, standardize
 from uqseg_cli.quality.meta import QualityMeta
+from uqseg_cli.quality.models import load_matching
 from uqseg_cli.quality.training import FitConfig, augment_batch, split_validation, train_early_stopping
 
 CRITIC_FEATURES = ("critic/dice", "critic/soft_dice", "critic/log_volume_ratio", "critic/entropy")
@@ -63,24 +64,14 @@ def init_critic(model: torch.nn.Module, seg_state: dict, image_channels: int) ->
     """Start a critic from a segmenter's weights: every tensor whose name and shape match is copied; a first
     convolution with more input channels gets the segmenter's filters on the image channels and zeros on the others
     (segmentation, uncertainty), so the critic starts as the segmenter. Returns the number of tensors copied."""
-    own = model.state_dict()
-    new, copied = {}, 0
-    for name, t in own.items():
-        s = seg_state.get(name)
-        if s is None:
-            continue
-        if tuple(s.shape) == tuple(t.shape):
-            new[name] = s.to(t.dtype)
-            copied += 1
-        elif s.ndim == t.ndim >= 4 and s.shape[0] == t.shape[0] and s.shape[2:] == t.shape[2:]:
-            w = torch.zeros_like(t)
-            n = min(int(s.shape[1]), int(image_channels), int(t.shape[1]))
-            w[:, :n] = s[:, :n].to(t.dtype)
-            new[name] = w
-            copied += 1
-    if copied:
-        model.load_state_dict({**own, **new})
-    return copied
+
+    def widen(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        w = torch.zeros_like(t)
+        n = min(int(s.shape[1]), int(image_channels), int(t.shape[1]))
+        w[:, :n] = s[:, :n].to(t.dtype)
+        return w
+
+    return load_matching(model, seg_state, widen)
 
 
 def reference_grid(reference: np.ndarray, size: Sequence[int]) -> torch.Tensor:
@@ -200,7 +191,7 @@ def fit_critic(
 
 def critics_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
     """The weights of several critics in one state dict, critic ``k``'s under ``critic<k>.``."""
-    return {f"critic{k}.{n}": t.detach().cpu() for k, m in enumerate(models) for n, t in m.state_dict().items()}
+    return {f"critic{k}.{n}": t for k, m in enumerate(models) for n, t in m.state_dict().items()}
 
 
 def load_critics(meta: QualityMeta, state: dict[str, torch.Tensor]) -> list[torch.nn.Module]:

@@ -11,6 +11,7 @@ property of the whole volume, there is no per-slice target to train a slice mode
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -118,6 +119,28 @@ def create_quality_model(meta: QualityMeta, pretrained: bool = False) -> Quality
     )
 
 
+def load_matching(
+    module: nn.Module, src: dict, widen: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> int:
+    """Copy into ``module`` every tensor of ``src`` whose name and shape match its own; a convolution weight that
+    differs only in its input channels (same outputs and kernel) becomes ``widen(src_weight, own_weight)``.
+
+    Returns the number of tensors copied (0: nothing matched, the module is unchanged)."""
+    own = module.state_dict()
+    new = {}
+    for name, t in own.items():
+        s = src.get(name)
+        if s is None:
+            continue
+        if tuple(s.shape) == tuple(t.shape):
+            new[name] = s.to(t.dtype)
+        elif s.ndim == t.ndim >= 4 and s.shape[0] == t.shape[0] and s.shape[2:] == t.shape[2:]:
+            new[name] = widen(s, t)
+    if new:
+        module.load_state_dict({**own, **new})
+    return len(new)
+
+
 def init_from_segmenter(model: QualityRegressor, seg_state: dict, image_channels: int) -> int:
     """Start a 2D regressor's backbone from a segmenter's trained encoder (``backbone.*`` weights of an FPN/U-Net
     on the same timm backbone): every tensor whose name and shape match is copied. The first convolution gets the
@@ -128,25 +151,14 @@ def init_from_segmenter(model: QualityRegressor, seg_state: dict, image_channels
     """
     if model.dims != 2:
         return 0
-    own = model.backbone.state_dict()
+
+    def widen(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (out, C_seg, k, k) -> (out, C, k, k)
+        w = torch.empty_like(t)
+        cs, c = int(s.shape[1]), int(t.shape[1])
+        mean = s.mean(dim=1)
+        for i in range(c):
+            w[:, i] = s[:, i] if (i < image_channels and i < cs) else mean
+        return w * (cs / c)
+
     src = {k[len("backbone."):]: v for k, v in seg_state.items() if k.startswith("backbone.")}
-    new, copied = {}, 0
-    for name, t in own.items():
-        s = src.get(name)
-        if s is None:
-            continue
-        if tuple(s.shape) == tuple(t.shape):
-            new[name] = s.to(t.dtype)
-            copied += 1
-        elif s.ndim == 4 and t.ndim == 4 and s.shape[0] == t.shape[0] and s.shape[2:] == t.shape[2:]:
-            # the first convolution: (out, C_seg, k, k) -> (out, C, k, k)
-            w = torch.empty_like(t)
-            cs, c = int(s.shape[1]), int(t.shape[1])
-            mean = s.mean(dim=1)
-            for i in range(c):
-                w[:, i] = s[:, i] if (i < image_channels and i < cs) else mean
-            new[name] = w * (cs / c)
-            copied += 1
-    if copied:
-        model.backbone.load_state_dict({**own, **new})
-    return copied
+    return load_matching(model.backbone, src, widen)

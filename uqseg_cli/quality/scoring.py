@@ -27,7 +27,6 @@ from uqseg_cli.quality.critic import (
     critic_arch,
     critics_state,
     fit_critic,
-    load_critics,
     predict_critic_features,
     reference_grid,
 )
@@ -393,10 +392,10 @@ def predict_critic_framework(
                       arrays={"boost": state}, state_dict=critics_state(critics))
 
 
-def predict_critic_loaded(batch: Batch, x_raw: torch.Tensor, meta: QualityMeta, state: dict, arrays: dict,
-                          batch_size: int, device) -> np.ndarray:
-    """A saved critic model's predictions ``(n,)``: the mean of its critics' features, then its regressor."""
-    critics = load_critics(meta, state)
+def predict_critic_loaded(batch: Batch, x_raw: torch.Tensor, meta: QualityMeta, critics: Sequence[torch.nn.Module],
+                          arrays: dict, batch_size: int, device) -> np.ndarray:
+    """A saved critic model's predictions ``(n,)`` (its ``critics``, :func:`~.critic.load_critics`): the mean of
+    their features, then its regressor."""
     zc = sum(predict_critic_features(c.to(device), x_raw, meta, batch_size, device) for c in critics) / len(critics)
     names = meta.features[: len(meta.features) - len(CRITIC_FEATURES)]
     x = np.hstack([method_matrix(batch.long, meta.method, names, batch.case_ids), zc])

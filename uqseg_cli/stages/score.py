@@ -27,7 +27,7 @@ from uqseg_cli.parsing import parse_size
 from uqseg_cli.progress import FitProgress, Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
 from uqseg_cli.quality.combined import CombinedStats
-from uqseg_cli.quality.critic import critic_arch
+from uqseg_cli.quality.critic import critic_arch, load_critics
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.meta import QualityMeta
@@ -372,16 +372,17 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
     meta = cnn_meta(sf.case(ok_ids[0]), framework, method, measure, inputs.all_measures, options.backbone,
                     options.input_size, target, options.pretrained, num_classes(sf, ok_ids[0]),
                     agreement=options.agreement_channel, extra_features=extra)
+    if framework == "critic":  # refused before anything is read
+        if folds is None:
+            raise UqsegError("--framework critic needs cross-fitting (--cv 2 or more): its regressor learns from "
+                             "out-of-fold critic features")
+        critic_arch(meta)
     init = segmenter_init(sf, options.init_from, meta, report.quiet)
     if init is not None:
         meta = dataclasses.replace(meta, init_from=init[0])
         cfg = dataclasses.replace(cfg, init_state=init[1])
     x_raw = read_raw(sf, ok_ids, meta, f"score: inputs {method}/{measure}/{framework}", report.quiet)
     if framework == "critic":
-        if folds is None:
-            raise UqsegError("--framework critic needs cross-fitting (--cv 2 or more): its regressor learns from "
-                             "out-of-fold critic features")
-        critic_arch(meta)
         masks = load_masks(sf, [c for c, ok in zip(ok_ids, batch.labelled, strict=True) if ok], meta.input_size)
         p = predict_critic_framework(batch, x_raw, masks, meta, folds, cfg, dev, progress=fitprog)
         p.model_meta = dataclasses.replace(
@@ -521,13 +522,15 @@ def predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: i
         for p in preds:
             p.split = split
         return preds
-    x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
-    if meta.framework == "critic":
-        pred = predict_critic_loaded(batch, x_raw, meta, loaded["state_dict"], loaded["arrays"], batch_size, dev)
+    if meta.framework == "critic":  # the weights first, then the inputs (a damaged file fails at once)
+        critics = load_critics(meta, loaded["state_dict"])
+        x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
+        pred = predict_critic_loaded(batch, x_raw, meta, critics, loaded["arrays"], batch_size, dev)
         return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.critics} critics")]
     net = create_quality_model(meta)
     net.load_state_dict(loaded["state_dict"])
     net.to(dev)
+    x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
     z = standardize_extra(hybrid_features(batch, meta), meta)
     pred = predict_cnn(net, standardize(x_raw, meta), batch_size, dev, z=z)
     return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.backbone}")]
