@@ -257,7 +257,7 @@ def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monke
     assert summ.loc["critic", "detail"] == "3 critics fpn-resnet18 + boost" and summ.loc["critic", "n"] == 11
     obj = torch.load(folder / "qc.pt", weights_only=True)
     meta = obj["meta"]
-    assert meta["framework"] == "critic" and meta["critics"] == 3 and set(obj["arrays"]) == {"boost"}
+    assert meta["framework"] == "critic" and meta["critics"] == 3 and set(obj["arrays"]) == {"boost", "boost_features"}
     assert meta["features"][-4:] == ["critic/dice", "critic/soft_dice", "critic/log_volume_ratio", "critic/entropy"]
     assert {k.split(".")[0] for k in obj["state_dict"]} == {"critic0", "critic1", "critic2"}
     assert len(meta["training"]["critics"]) == 3

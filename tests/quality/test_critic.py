@@ -21,7 +21,8 @@ from uqseg_cli.quality.critic import (
     predict_critic_features,
     reference_grid,
 )
-from uqseg_cli.quality.crossfit import assign_folds
+from uqseg_cli.quality.crossfit import assign_folds, cross_fit
+from uqseg_cli.quality.features import fit_feature_model, predict_feature_model
 from uqseg_cli.quality.inputs import channel_names
 from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.training import FitConfig
@@ -174,5 +175,25 @@ def test_cross_fitting_is_honest(monkeypatch) -> None:
         assert ids == set(np.flatnonzero(labelled)[folds != f].tolist())
     assert (p.split[:n_lab] == "oof").all() and (p.split[n_lab:] == "test").all()
     assert p.model_meta.critics == 3 and p.model_meta.features == ["entropy/foreground", *CRITIC_FEATURES]
-    # the regressor follows the (perfect) critic feature: out of fold it tracks the target closely
-    assert np.corrcoef(p.predicted[:n_lab], target[:n_lab])[0, 1] > 0.95
+    # out of fold, the prediction is the mean of the features-only boost (cross-fitted here on the same folds) and
+    # a boost that follows the (perfect) critic feature closely
+    xa = long["value"].to_numpy()[:, None]
+    alone_oof = cross_fit(folds, lambda tr, te, f: predict_feature_model(
+        "boost", fit_feature_model("boost", xa[tr], target[tr], 0), xa[te]))
+    with_critic = 2 * p.predicted[:n_lab] - alone_oof
+    assert np.corrcoef(with_critic, target[:n_lab])[0, 1] > 0.95
+    # new cases: the mean of a boost on features + the K critics' mean features and a boost on the features alone
+    z = np.zeros((n - n_lab, len(CRITIC_FEATURES)))
+    z[:, 0] = 0.5 - 0.02  # the fake critics' offsets 0.01, 0.02, 0.03, averaged
+    assert set(p.arrays) == {"boost", "boost_features"}
+    want = 0.5 * (predict_feature_model("boost", p.arrays["boost"], np.hstack([xa[n_lab:], z]))
+                  + predict_feature_model("boost", p.arrays["boost_features"], xa[n_lab:]))
+    np.testing.assert_allclose(p.predicted[n_lab:], want, rtol=0, atol=1e-12)
+    # the features-only model never sees a critic: it is the features framework's boost on the same cases
+    alone = fit_feature_model("boost", xa[:n_lab], target[:n_lab], 0)
+    np.testing.assert_array_equal(predict_feature_model("boost", alone, xa),
+                                  predict_feature_model("boost", p.arrays["boost_features"], xa))
+    # a model saved before the features-only part existed predicts with its boost alone
+    only = {"boost": p.arrays["boost"]}
+    np.testing.assert_array_equal(scoring.predict_critic_head(only, xa[n_lab:], z),
+                                  predict_feature_model("boost", p.arrays["boost"], np.hstack([xa[n_lab:], z])))
