@@ -16,10 +16,12 @@ from uqseg_cli.quality.critic import (
     CRITIC_FEATURES,
     create_critic,
     critic_features,
+    critic_probs,
     fit_critic,
     init_critic,
     predict_critic_features,
     reference_grid,
+    tta_transforms,
 )
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import fit_feature_model, predict_feature_model
@@ -197,3 +199,58 @@ def test_cross_fitting_is_honest(monkeypatch) -> None:
     only = {"boost": p.arrays["boost"]}
     np.testing.assert_array_equal(scoring.predict_critic_head(only, xa[n_lab:], z),
                                   predict_feature_model("boost", p.arrays["boost"], np.hstack([xa[n_lab:], z])))
+
+
+def _numpy_symmetries(a: np.ndarray, square: bool) -> list:
+    """(forward, inverse) pairs on ``(N, C, *spatial)`` arrays, written with numpy: the 8 symmetries of the square
+    for square 2D grids, else every combination of flips."""
+    d = a.ndim - 2
+    if d == 2 and square:
+        pairs = []
+        for k in range(4):
+            pairs.append((lambda v, k=k: np.rot90(v, k, (2, 3)), lambda v, k=k: np.rot90(v, -k, (2, 3))))
+            pairs.append((lambda v, k=k: np.flip(np.rot90(v, k, (2, 3)), 3),
+                          lambda v, k=k: np.rot90(np.flip(v, 3), -k, (2, 3))))
+        return pairs
+    out = []
+    for m in range(2**d):
+        axes = tuple(2 + i for i in range(d) if (m >> i) & 1)
+        out.append((lambda v, ax=axes: np.flip(v, ax) if ax else v, lambda v, ax=axes: np.flip(v, ax) if ax else v))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (6, 10), (4, 6, 8)])
+def test_critic_tta_is_the_mean_over_the_symmetries(shape) -> None:
+    """The averaged probabilities equal a numpy loop over the symmetries (each mapped back), and the average is
+    equivariant: a transformed input gives the transformed average."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d if len(shape) == 2 else torch.nn.Conv3d
+    model = torch.nn.Sequential(conv(2, 3, 3, padding=1), torch.nn.ReLU(), conv(3, 3, 3, padding=1)).double()
+    x = torch.randn(3, 2, *shape, dtype=torch.float64)
+    syms = _numpy_symmetries(x.numpy(), square=len(shape) == 2 and shape[0] == shape[1])
+    assert len(tta_transforms(shape)) == len(syms) and tta_transforms(shape)[0] == (0, ())
+
+    def probs(v: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(np.ascontiguousarray(v))), 1).double().numpy()
+
+    want = np.mean([inv(probs(fwd(x.numpy()))) for fwd, inv in syms], axis=0)
+    got = critic_probs(model, x, batch_size=2, tta=len(syms)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)  # critic_probs returns float32
+    np.testing.assert_allclose(critic_probs(model, x, tta=1).numpy(), probs(x.numpy()), rtol=0, atol=1e-6)
+    fwd = syms[-1][0]
+    turned = critic_probs(model, torch.from_numpy(np.ascontiguousarray(fwd(x.numpy()))), tta=len(syms)).numpy()
+    np.testing.assert_allclose(turned, fwd(got), rtol=0, atol=1e-6)
+
+
+def test_critic_features_use_the_models_tta() -> None:
+    """``meta.critic_tta`` decides how many symmetries the features average over; a file without it: one pass."""
+    meta = dataclasses.replace(_meta(), channel_mean=[0.0] * 5, channel_std=[1.0] * 5)
+    model = create_critic(meta).eval()
+    x = torch.rand(2, len(meta.channels), 32, 32)
+    seg = (x[:, 3:4] >= 0.5).float()
+    one = critic_features(critic_probs(model, x, tta=1), seg)
+    eight = critic_features(critic_probs(model, x, tta=8), seg)
+    np.testing.assert_array_equal(predict_critic_features(model, x, meta), one)
+    np.testing.assert_array_equal(predict_critic_features(model, x, dataclasses.replace(meta, critic_tta=8)), eight)
+    assert not np.allclose(one, eight)

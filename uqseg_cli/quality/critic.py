@@ -8,6 +8,10 @@ found) from the few hundred cases users have. The critic starts from the segment
 decoder, ``init_critic``): at the start it reproduces the segmenter on the image channels, and the extra channels
 (segmentation, uncertainty) start at zero weight, so everything it learns is a correction.
 
+A critic's probabilities are averaged over the flips and quarter turns of its input (:func:`tta_transforms`, all
+8 symmetries of a square grid, ``meta.critic_tta``): on held-out ISIC this raised R² by 0.01 and PH2 Pearson by
+0.02 over one pass (docs/quality.md), at 8× the cost of applying a critic (training is unchanged).
+
 Per case the critic's probabilities ``p`` ``(K, *input_size)`` and the scored segmentation ``S`` (its ``seg:<k>``
 input channels, thresholded at 0.5 after resampling) give :data:`CRITIC_FEATURES` (means over foreground classes):
 
@@ -118,23 +122,55 @@ def _augment_pair(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tup
     return both[:, :-1], both[:, -1].round().long()
 
 
+CRITIC_TTA = 8
+"""How many :func:`tta_transforms` a newly fitted critic averages over (all of them on a square 2D grid or in 3D)."""
+
+
+def tta_transforms(spatial: Sequence[int]) -> list[tuple[int, tuple[int, ...]]]:
+    """The symmetries a critic's input is averaged over, as ``(quarter turns, flipped spatial axes)``, identity
+    first: for a square 2D grid the 8 of the square (turns 0–3, each without and with a flip of the last axis),
+    otherwise the ``2**d`` flips of the ``d`` spatial axes. Axes count from the first spatial one."""
+    d = len(spatial)
+    if d == 2 and spatial[0] == spatial[1]:
+        return [(k, f) for k in range(4) for f in ((), (1,))]
+    flips = [tuple(a for a in range(d) if (m >> a) & 1) for m in range(2**d)]
+    return [(0, f) for f in flips]
+
+
+def _apply(x: torch.Tensor, k: int, axes: tuple[int, ...], inverse: bool = False) -> torch.Tensor:
+    """One :func:`tta_transforms` symmetry (or its inverse) on ``(N, C, *spatial)``: turn, then flip."""
+    dims = tuple(2 + a for a in axes)
+    if inverse:
+        x = torch.flip(x, dims) if dims else x
+        return torch.rot90(x, -k, (2, 3)) if k else x
+    x = torch.rot90(x, k, (2, 3)) if k else x
+    return torch.flip(x, dims) if dims else x
+
+
 @torch.no_grad()
-def critic_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16, device="cpu") -> torch.Tensor:
-    """Softmax probabilities ``(N, K, *S)`` float32 (CPU) of a critic for standardised inputs ``x``."""
+def critic_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16, device="cpu",
+                 tta: int = 1) -> torch.Tensor:
+    """Softmax probabilities ``(N, K, *S)`` float32 (CPU) of a critic for standardised inputs ``x``, averaged over
+    the first ``tta`` of :func:`tta_transforms` (each mapped back to the input's orientation)."""
     model.eval()
-    out = [torch.softmax(model(x[i : i + batch_size].to(device)).float(), 1).cpu()
-           for i in range(0, x.shape[0], batch_size)]
+    sym = tta_transforms(x.shape[2:])[: max(1, int(tta))]
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].to(device)
+        p = sum(_apply(torch.softmax(model(_apply(xb, k, a)).float(), 1), k, a, inverse=True) for k, a in sym)
+        out.append((p / len(sym)).cpu())
     return torch.cat(out)
 
 
 def predict_critic_features(model, x_raw: torch.Tensor, meta: QualityMeta, batch_size: int = 16,
                             device="cpu") -> np.ndarray:
-    """:data:`CRITIC_FEATURES` ``(N, 4)`` of raw inputs ``(N, C, *input_size)`` under one fitted critic."""
+    """:data:`CRITIC_FEATURES` ``(N, 4)`` of raw inputs ``(N, C, *input_size)`` under one fitted critic (averaged
+    over ``meta.critic_tta`` symmetries)."""
     out = []
     idx = seg_channels(meta)
     for i in range(0, x_raw.shape[0], batch_size):
         xb = x_raw[i : i + batch_size]
-        p = critic_probs(model, standardize(xb, meta), batch_size, device)
+        p = critic_probs(model, standardize(xb, meta), batch_size, device, tta=int(meta.critic_tta or 1))
         out.append(critic_features(p, (xb[:, idx] >= 0.5).to(torch.float32)))
     return np.concatenate(out) if out else np.zeros((0, len(CRITIC_FEATURES)))
 

@@ -60,8 +60,11 @@ def describe_quality_model(path: Path) -> dict:
     elif meta.framework == "critic":
         from uqseg_cli.quality.critic import critic_arch
 
-        d["architecture"] = (f"{meta.critics} critics {critic_arch(meta)} (one per fold; mean of their features) "
-                             "+ gradient-boosted regression")
+        tta = int(meta.critic_tta or 1)
+        heads = "mean of two gradient-boosted regressions (with and without the critic features)" if (
+            "boost_features" in (loaded.get("arrays") or {})) else "gradient-boosted regression"
+        d["architecture"] = (f"{meta.critics} critics {critic_arch(meta)} (one per fold; mean of their features; "
+                             f"{tta} symmetr{'y' if tta == 1 else 'ies'} each) + {heads}")
         d["parameters"] = int(sum(int(t.numel()) for t in state.values()))
         d["input"] = {"size": meta.input_size, "channels": meta.channels, "classes": meta.num_classes}
         d["features"] = list(meta.features or [])

@@ -29,7 +29,7 @@ CNN_KEYS = (
     "format", "framework", "method", "measure", "measures", "target", "backbone", "pretrained", "dims", "input_size",
     "num_classes", "image_channels", "channels", "dropout", "extra_features", "init_from", "channel_mean",
     "channel_std", "extra_median", "extra_mean", "extra_std", "init_tensors_from_segmenter", "training",
-    "train_cases", "segmenter", "features", "combined_stats", "critics",
+    "train_cases", "segmenter", "features", "combined_stats", "critics", "critic_tta",
 )
 """The keys of a CNN model's meta, in file order."""
 
@@ -115,6 +115,9 @@ class QualityMeta:
     critics: int | None = None
     """How many critics (one per cross-fitting fold) the file holds; a new case gets the mean of their features.
     ``features`` then lists the regressor's columns: the aggregated features, then ``critic/*``."""
+    critic_tta: int | None = None
+    """How many of ``critic.tta_transforms`` (flips, quarter turns) each critic averages its probabilities over;
+    ``None`` (files written before critic TTA): 1, the input as it is."""
 
     @property
     def is_cnn(self) -> bool:

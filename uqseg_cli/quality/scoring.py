@@ -24,11 +24,13 @@ from uqseg_cli.metrics.regression import regression_summary
 from uqseg_cli.quality.combined import CombinedStats, add_combined
 from uqseg_cli.quality.critic import (
     CRITIC_FEATURES,
+    CRITIC_TTA,
     critic_arch,
     critics_state,
     fit_critic,
     predict_critic_features,
     reference_grid,
+    tta_transforms,
 )
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import (
@@ -358,7 +360,8 @@ def predict_critic_framework(
     k_folds = int(folds.max()) + 1
     tag = f"{meta.method}/{meta.measure}/critic"
     mean, std = channel_stats(x_raw[lab])  # label-free input statistics, shared by every critic
-    meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std)
+    meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std,
+                               critic_tta=len(tta_transforms(meta.input_size)[:CRITIC_TTA]))
     zc = np.full((len(batch.case_ids), len(CRITIC_FEATURES)), np.nan)
     zc[rest] = 0.0
     critics, records = [], []
