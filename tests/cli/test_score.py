@@ -251,7 +251,10 @@ def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monke
             "--input-size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
     code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "0", "-o", "c0.csv")
     assert code == 2 and "--framework critic needs cross-fitting" in err and "Traceback" not in err
-    code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "3", "-o", "c.csv", "--save-model", "qc.pt")
+    code, _, err = run(monkeypatch, capsys, "score", *crit, "--critic-head", "median", "--cv", "3", "-o", "c.csv")
+    assert code == 2 and "--critic-head 'median': choose from boost, mean" in err
+    code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "3", "-o", "c.csv", "--save-model", "qc.pt",
+                       "--critic-head", "mean")
     assert code == 0, err
     summ = pd.read_csv(folder / "c.summary.csv").set_index("framework")
     assert summ.loc["critic", "detail"] == "3 critics fpn-resnet18 + boost" and summ.loc["critic", "n"] == 11

@@ -171,7 +171,7 @@ def test_cross_fitting_is_honest(monkeypatch) -> None:
     monkeypatch.setattr(scoring, "predict_critic_features", fake_features)
     monkeypatch.setattr(scoring, "critics_state", lambda models: {})
     meta = dataclasses.replace(_meta(), features=["entropy/foreground"], input_size=[4, 4])
-    p = scoring.predict_critic_framework(batch, x_raw, masks, meta, folds, FitConfig(), "cpu")
+    p = scoring.predict_critic_framework(batch, x_raw, masks, meta, folds, FitConfig(), "cpu", head="mean")
     assert len(seen) == 3
     for f, ids in enumerate(seen):  # critic f was fitted on exactly the labelled cases outside fold f
         assert ids == set(np.flatnonzero(labelled)[folds != f].tolist())
@@ -195,10 +195,15 @@ def test_cross_fitting_is_honest(monkeypatch) -> None:
     alone = fit_feature_model("boost", xa[:n_lab], target[:n_lab], 0)
     np.testing.assert_array_equal(predict_feature_model("boost", alone, xa),
                                   predict_feature_model("boost", p.arrays["boost_features"], xa))
-    # a model saved before the features-only part existed predicts with its boost alone
-    only = {"boost": p.arrays["boost"]}
-    np.testing.assert_array_equal(scoring.predict_critic_head(only, xa[n_lab:], z),
+    # the default regressor is the boost on features + critic features alone (the same model as the mean's)
+    seen.clear()
+    b = scoring.predict_critic_framework(batch, x_raw, masks, meta, folds, FitConfig(), "cpu")
+    assert set(b.arrays) == {"boost"}
+    np.testing.assert_array_equal(scoring.predict_critic_head(b.arrays, xa[n_lab:], z),
                                   predict_feature_model("boost", p.arrays["boost"], np.hstack([xa[n_lab:], z])))
+    np.testing.assert_array_equal(b.predicted[n_lab:], scoring.predict_critic_head(b.arrays, xa[n_lab:], z))
+    with pytest.raises(ValueError, match="critic head"):
+        scoring.fit_critic_head(xa[:n_lab], np.zeros((n_lab, 4)), target[:n_lab], 0, head="median")
 
 
 def _numpy_symmetries(a: np.ndarray, square: bool) -> list:

@@ -100,8 +100,8 @@ def test_result_changing_options_are_the_config_fields():
         "methods": [], "measures": [], "frameworks": [], "target": "dice", "model": None, "cv": 5,
         "backbone": "resnet18", "pretrained": False, "input_size": [96], "epochs": None, "patience": 6,
         "val_fraction": None, "lr": None, "loss": "mse", "init_from": "auto", "feature_models": [],
-        "agreement_channel": False, "batch_size": 16, "features": None, "include_train_cases": False,
-        "failure_threshold": None, "seed": 0,
+        "agreement_channel": False, "critic_head": "boost", "batch_size": 16, "features": None,
+        "include_train_cases": False, "failure_threshold": None, "seed": 0,
     }
 
 
@@ -109,7 +109,7 @@ def test_training_defaults_per_framework():
     o = score.ScoreOptions()
     cnn, critic = o.fit_config("seg-unc"), o.fit_config("critic")
     assert (cnn.epochs, cnn.val_fraction, cnn.lr) == (30, 0.2, 1e-3)
-    assert (critic.epochs, critic.val_fraction, critic.lr) == (16, 0.0, 5e-4)
+    assert (critic.epochs, critic.val_fraction, critic.lr) == (32, 0.0, 5e-4)
     given = score.ScoreOptions(epochs=3, val_fraction=0.1, lr=0.01).fit_config("critic")
     assert (given.epochs, given.val_fraction, given.lr) == (3, 0.1, 0.01)  # what the user gives wins
 

@@ -104,7 +104,7 @@ def score(
         typer.Option("--input-size", help="CNN input grid, e.g. 128 or 192x256 (default: 128 (2D), 64 (3D))."),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Most epochs per fit. (default: 30; critic 16)")
+        int | None, typer.Option("--epochs", min=1, help="Most epochs per fit. (default: 30; critic 32)")
     ] = None,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Early stopping: epochs without progress.")] = 6,
     val_fraction: Annotated[
@@ -143,6 +143,15 @@ def score(
             "default: held out on ISIC it lowered R² (docs/quality.md).",
         ),
     ] = False,
+    critic_head: Annotated[
+        str,
+        typer.Option(
+            "--critic-head",
+            autocompletion=complete_list(("boost", "mean")),
+            help="Regressor of the critic framework: boost (aggregated + critic features) or mean (its mean with a "
+            "boost on the aggregated features alone: steadier under a change of acquisition, lower in-site R²).",
+        ),
+    ] = "boost",
     batch_size: BatchSize = 16,
     features: Annotated[
         Path | None,
@@ -197,7 +206,7 @@ def score(
         frameworks=split_list(framework), target=target, model=model, save_model=save_model, cv=cv,
         backbone=backbone, pretrained=pretrained, input_size=input_size, epochs=epochs, patience=patience,
         val_fraction=val_fraction, lr=lr, loss=loss, init_from=init_from, feature_models=split_list(feature_models),
-        agreement_channel=agreement_channel, batch_size=batch_size, features=features,
+        agreement_channel=agreement_channel, critic_head=critic_head, batch_size=batch_size, features=features,
         include_train_cases=include_train_cases, failure_threshold=failure_threshold, seed=seed,
         overwrite=overwrite, device=device, threads=threads,
     )

@@ -349,6 +349,7 @@ def predict_critic_framework(
     cfg: FitConfig,
     device,
     progress=None,
+    head: str = "boost",
 ) -> Prediction:
     """Critic framework (quality/critic.py): one critic per fold, fitted on the other folds' reference masks, gives
     its fold's labelled cases out-of-fold critic features; every other case gets the mean of the K critics'
@@ -383,8 +384,8 @@ def predict_critic_framework(
     seed = cfg.seed
     pred = np.full(len(batch.case_ids), np.nan)
     pred[lab] = cross_fit(folds, lambda tr, te, f: predict_critic_head(
-        fit_critic_head(xa[lab[tr]], zc[lab[tr]], y[lab[tr]], seed), xa[lab[te]], zc[lab[te]]))
-    heads = fit_critic_head(xa[lab], zc[lab], y[lab], seed)
+        fit_critic_head(xa[lab[tr]], zc[lab[tr]], y[lab[tr]], seed, head), xa[lab[te]], zc[lab[te]]))
+    heads = fit_critic_head(xa[lab], zc[lab], y[lab], seed, head)
     if len(rest):
         pred[rest] = predict_critic_head(heads, xa[rest], zc[rest])
     m = dataclasses.replace(
@@ -395,23 +396,32 @@ def predict_critic_framework(
                       arrays=heads, state_dict=critics_state(critics))
 
 
-def fit_critic_head(x_features: np.ndarray, z_critic: np.ndarray, y: np.ndarray, seed: int) -> dict[str, dict]:
-    """The critic framework's regressor: two boosted-tree models, ``boost`` on the aggregated features
-    ``(n, F)`` + the critic features ``(n, 4)``, ``boost_features`` on the aggregated features alone; targets ``y``
-    ``(n,)``. :func:`predict_critic_head` averages them.
+CRITIC_HEADS = ("boost", "mean")
+"""The critic framework's regressors (``--critic-head``): ``boost`` on the aggregated + critic features (default), or
+the ``mean`` of it and a boost on the aggregated features alone."""
 
-    Why two: a critic learns the annotation style of the masks it saw, so under a change of acquisition its features
-    shift more than the aggregated ones (PH2, no refit: Pearson 0.81 with the critic model alone, 0.85 with the
-    mean, at −0.006 held-out ISIC R²; docs/quality.md)."""
-    return {
-        "boost": fit_feature_model("boost", np.hstack([x_features, z_critic]), y, seed),
-        "boost_features": fit_feature_model("boost", x_features, y, seed),
-    }
+
+def fit_critic_head(x_features: np.ndarray, z_critic: np.ndarray, y: np.ndarray, seed: int,
+                    head: str = "boost") -> dict[str, dict]:
+    """The critic framework's regressor: ``boost``, boosted trees on the aggregated features ``(n, F)`` + the critic
+    features ``(n, 4)``; with ``head="mean"`` also ``boost_features`` on the aggregated features alone, and
+    :func:`predict_critic_head` averages the two. Targets ``y`` ``(n,)``.
+
+    Why a mean can help: a critic learns the annotation style of the masks it saw, so under a change of acquisition
+    its features shift more than the aggregated ones and the mean moves half as far. Measured (docs/quality.md):
+    with critics trained 16 epochs it raised PH2 Pearson 0.81 → 0.85 for ≤ 0.01 held-out ISIC R²; with 32 epochs the
+    critic alone reaches PH2 r 0.86 and the mean costs 0.03 ISIC R², hence ``boost`` by default."""
+    if head not in CRITIC_HEADS:
+        raise ValueError(f"critic head must be one of {CRITIC_HEADS}, got {head!r}")
+    out = {"boost": fit_feature_model("boost", np.hstack([x_features, z_critic]), y, seed)}
+    if head == "mean":
+        out["boost_features"] = fit_feature_model("boost", x_features, y, seed)
+    return out
 
 
 def predict_critic_head(heads: dict, x_features: np.ndarray, z_critic: np.ndarray) -> np.ndarray:
-    """Predicted quality ``(n,)`` of :func:`fit_critic_head`'s models; a model saved before ``boost_features``
-    existed predicts with ``boost`` alone, as it was fitted."""
+    """Predicted quality ``(n,)`` of :func:`fit_critic_head`'s models: ``boost``, or the mean of ``boost`` and
+    ``boost_features`` when the file holds both."""
     p = predict_feature_model("boost", heads["boost"], np.hstack([x_features, z_critic]))
     if "boost_features" not in heads:
         return p
@@ -509,6 +519,7 @@ def make_folds(batch: Batch, cv: int, seed: int) -> np.ndarray | None:
 __all__ = [
     "CNN_MIN_LABELLED",
     "Batch",
+    "CRITIC_HEADS",
     "beats_baseline",
     "ALL_METHODS",
     "COMBINED",
