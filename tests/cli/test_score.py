@@ -254,12 +254,13 @@ def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monke
     code, _, err = run(monkeypatch, capsys, "score", *crit, "--critic-head", "median", "--cv", "3", "-o", "c.csv")
     assert code == 2 and "--critic-head 'median': choose from boost, mean" in err
     code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "3", "-o", "c.csv", "--save-model", "qc.pt",
-                       "--critic-head", "mean")
+                       "--critic-head", "mean", "--critic-tta", "8")
     assert code == 0, err
     summ = pd.read_csv(folder / "c.summary.csv").set_index("framework")
     assert summ.loc["critic", "detail"] == "3 critics fpn-resnet18 + boost" and summ.loc["critic", "n"] == 11
     obj = torch.load(folder / "qc.pt", weights_only=True)
     meta = obj["meta"]
+    assert meta["critic_tta"] == 8
     assert meta["framework"] == "critic" and meta["critics"] == 3 and set(obj["arrays"]) == {"boost", "boost_features"}
     assert meta["features"][-4:] == ["critic/dice", "critic/soft_dice", "critic/log_volume_ratio", "critic/entropy"]
     assert {k.split(".")[0] for k in obj["state_dict"]} == {"critic0", "critic1", "critic2"}

@@ -152,6 +152,14 @@ def score(
             "boost on the aggregated features alone: steadier under a change of acquisition, lower in-site R²).",
         ),
     ] = "boost",
+    critic_tta: Annotated[
+        int,
+        typer.Option(
+            "--critic-tta", min=1, max=8,
+            help="Average each critic's probabilities over this many flips/quarter turns of its input (8: all of a "
+            "square grid; volumes and other grids: their flips). N times the cost of applying the critics.",
+        ),
+    ] = 1,
     batch_size: BatchSize = 16,
     features: Annotated[
         Path | None,
@@ -206,7 +214,8 @@ def score(
         frameworks=split_list(framework), target=target, model=model, save_model=save_model, cv=cv,
         backbone=backbone, pretrained=pretrained, input_size=input_size, epochs=epochs, patience=patience,
         val_fraction=val_fraction, lr=lr, loss=loss, init_from=init_from, feature_models=split_list(feature_models),
-        agreement_channel=agreement_channel, critic_head=critic_head, batch_size=batch_size, features=features,
+        agreement_channel=agreement_channel, critic_head=critic_head, critic_tta=critic_tta,
+        batch_size=batch_size, features=features,
         include_train_cases=include_train_cases, failure_threshold=failure_threshold, seed=seed,
         overwrite=overwrite, device=device, threads=threads,
     )

@@ -8,9 +8,10 @@ found) from the few hundred cases users have. The critic starts from the segment
 decoder, ``init_critic``): at the start it reproduces the segmenter on the image channels, and the extra channels
 (segmentation, uncertainty) start at zero weight, so everything it learns is a correction.
 
-A critic's probabilities are averaged over the flips and quarter turns of its input (:func:`tta_transforms`, all
-8 symmetries of a square grid, ``meta.critic_tta``): on held-out ISIC this raised R² by 0.01 and PH2 Pearson by
-0.02 over one pass (docs/quality.md), at 8× the cost of applying a critic (training is unchanged).
+With ``score --critic-tta N`` a critic's probabilities are averaged over the first N of the flips and quarter turns
+of its input (:func:`tta_transforms`, at most the 8 symmetries of a square grid; ``meta.critic_tta``). Held out on
+ISIC it raised R² by 0.004–0.008 with critics trained 16 epochs and not with 32 (docs/quality.md), at N times the
+cost of applying a critic, so the default is one pass.
 
 Per case the critic's probabilities ``p`` ``(K, *input_size)`` and the scored segmentation ``S`` (its ``seg:<k>``
 input channels, thresholded at 0.5 after resampling) give :data:`CRITIC_FEATURES` (means over foreground classes):
@@ -122,8 +123,6 @@ def _augment_pair(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tup
     return both[:, :-1], both[:, -1].round().long()
 
 
-CRITIC_TTA = 8
-"""How many :func:`tta_transforms` a newly fitted critic averages over (all of them on a square 2D grid or in 3D)."""
 
 
 def tta_transforms(spatial: Sequence[int]) -> list[tuple[int, tuple[int, ...]]]:

@@ -24,7 +24,6 @@ from uqseg_cli.metrics.regression import regression_summary
 from uqseg_cli.quality.combined import CombinedStats, add_combined
 from uqseg_cli.quality.critic import (
     CRITIC_FEATURES,
-    CRITIC_TTA,
     critic_arch,
     critics_state,
     fit_critic,
@@ -350,10 +349,12 @@ def predict_critic_framework(
     device,
     progress=None,
     head: str = "boost",
+    tta: int = 1,
 ) -> Prediction:
     """Critic framework (quality/critic.py): one critic per fold, fitted on the other folds' reference masks, gives
     its fold's labelled cases out-of-fold critic features; every other case gets the mean of the K critics'
-    features. The regressor (:func:`fit_critic_head`) is then cross-fitted on the same folds (``oof``) and refitted
+    features (each critic's probabilities averaged over ``tta`` symmetries). The regressor (:func:`fit_critic_head`,
+    ``head``) is then cross-fitted on the same folds (``oof``) and refitted
     on every labelled case (``test``). ``masks`` ``(n_labelled, *size)``."""
     y = batch.target
     lab, split = _splits(batch, folds)
@@ -362,7 +363,7 @@ def predict_critic_framework(
     tag = f"{meta.method}/{meta.measure}/critic"
     mean, std = channel_stats(x_raw[lab])  # label-free input statistics, shared by every critic
     meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std,
-                               critic_tta=len(tta_transforms(meta.input_size)[:CRITIC_TTA]))
+                               critic_tta=len(tta_transforms(meta.input_size)[: max(1, int(tta))]))
     zc = np.full((len(batch.case_ids), len(CRITIC_FEATURES)), np.nan)
     zc[rest] = 0.0
     critics, records = [], []

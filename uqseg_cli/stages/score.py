@@ -109,6 +109,7 @@ class ScoreOptions:
     feature_models: list[str] = option(factory=list, config=True)
     agreement_channel: bool = option(False, config=True)
     critic_head: str = option("boost", config=True)  # scoring.CRITIC_HEADS
+    critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
     features: Path | None = option(None, config=True)  # a long feature table of `aggregate` instead of computing it
     include_train_cases: bool = option(False, config=True)
@@ -137,6 +138,8 @@ class ScoreOptions:
             raise UqsegError(f"--feature-models {','.join(bad)}: choose from {', '.join(ALL_FEATURE_MODELS)}")
         if self.loss not in LOSSES:
             raise UqsegError(f"--loss {self.loss!r}: choose from {', '.join(LOSSES)}")
+        if not 1 <= int(self.critic_tta) <= 8:
+            raise UqsegError(f"--critic-tta {self.critic_tta}: choose 1 to 8 (flips and quarter turns)")
         if self.critic_head not in CRITIC_HEADS:
             raise UqsegError(f"--critic-head {self.critic_head!r}: choose from {', '.join(CRITIC_HEADS)}")
 
@@ -390,7 +393,7 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
     if framework == "critic":
         masks = load_masks(sf, [c for c, ok in zip(ok_ids, batch.labelled, strict=True) if ok], meta.input_size)
         p = predict_critic_framework(batch, x_raw, masks, meta, folds, cfg, dev, progress=fitprog,
-                                     head=options.critic_head)
+                                     head=options.critic_head, tta=options.critic_tta)
         p.model_meta = dataclasses.replace(
             p.model_meta, segmenter=segmenter_info(sf),
             combined_stats=inputs.combined_stats.to_json() if inputs.combined_stats else None,
