@@ -23,9 +23,9 @@ input channels, thresholded at 0.5 after resampling) give :data:`CRITIC_FEATURES
   foreground (0 when there are none).
 
 They join the method's aggregated features in a gradient-boosted regressor (``quality/features.py``, ``boost``)
-fitted on out-of-fold critic features, averaged with one on the aggregated features alone
-(``scoring.fit_critic_head``), so the critic's answer is calibrated to Dice and a change of acquisition that shifts
-it moves the prediction half as far.
+fitted on out-of-fold critic features (``scoring.fit_critic_head``), so the critic's answer is calibrated to Dice;
+``--critic-head mean`` averages it with one on the aggregated features alone, so a change of acquisition that
+shifts the critic moves the prediction half as far.
 """
 
 from __future__ import annotations
