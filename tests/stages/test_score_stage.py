@@ -115,7 +115,9 @@ def test_training_defaults_per_framework():
 
 
 def test_cli_choices_are_the_stage_choices():
-    from uqseg_cli.cli.score import Loss, Target
+    from uqseg_cli.cli.score import CRITIC_HEADS, Loss, Target
+    from uqseg_cli.quality.scoring import CRITIC_HEADS as STAGE_CRITIC_HEADS
 
     assert typing.get_args(Target) == TARGETS
     assert typing.get_args(Loss) == LOSSES
+    assert CRITIC_HEADS == STAGE_CRITIC_HEADS

@@ -30,6 +30,7 @@ from uqseg_cli.stages.device import resolve_device
 
 Target = Literal["dice", "iou"]  # = metrics.overlap.TARGETS (tested)
 Loss = Literal["mse", "huber", "mse+pearson"]  # = quality.training.LOSSES (tested)
+CRITIC_HEADS = ("boost", "mean")  # = quality.scoring.CRITIC_HEADS (tested)
 
 
 def score(
@@ -147,7 +148,7 @@ def score(
         str,
         typer.Option(
             "--critic-head",
-            autocompletion=complete_list(("boost", "mean")),
+            autocompletion=complete_list(CRITIC_HEADS),
             help="Regressor of the critic framework: boost (aggregated + critic features) or mean (its mean with a "
             "boost on the aggregated features alone: steadier under a change of acquisition, lower in-site R²).",
         ),

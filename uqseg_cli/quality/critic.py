@@ -123,8 +123,6 @@ def _augment_pair(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tup
     return both[:, :-1], both[:, -1].round().long()
 
 
-
-
 def tta_transforms(spatial: Sequence[int]) -> list[tuple[int, tuple[int, ...]]]:
     """The symmetries a critic's input is averaged over, as ``(quarter turns, flipped spatial axes)``, identity
     first: for a square 2D grid the 8 of the square (turns 0–3, each without and with a flip of the last axis),

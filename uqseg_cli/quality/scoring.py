@@ -354,8 +354,8 @@ def predict_critic_framework(
     """Critic framework (quality/critic.py): one critic per fold, fitted on the other folds' reference masks, gives
     its fold's labelled cases out-of-fold critic features; every other case gets the mean of the K critics'
     features (each critic's probabilities averaged over ``tta`` symmetries). The regressor (:func:`fit_critic_head`,
-    ``head``) is then cross-fitted on the same folds (``oof``) and refitted
-    on every labelled case (``test``). ``masks`` ``(n_labelled, *size)``."""
+    ``head``) is then cross-fitted on the same folds (``oof``) and refitted on every labelled case (``test``).
+    ``masks`` ``(n_labelled, *size)``."""
     y = batch.target
     lab, split = _splits(batch, folds)
     rest = np.flatnonzero(split != "oof")
