@@ -45,7 +45,7 @@ def test_one_liner_with_default_names(folder, monkeypatch, capsys):
                                 "abs_error", "split", "train_case"]
     cnn = df[df.framework == "seg-unc"].set_index("case")
     assert len(cnn) == 14
-    # labelled = with reference and not seen by the segmenter: out-of-fold; the rest: predicted by the final model
+    # labelled = with reference and not seen by the segmenter: out-of-fold; the rest: the fold models + the final one
     assert (cnn.loc[[f"case{i:02d}" for i in range(1, 12)], "split"] == "oof").all()
     assert (cnn.loc[["case00", "case12", "case13"], "split"] == "test").all()
     assert cnn.loc[["case12", "case13"], "true_dice"].isna().all()
@@ -82,6 +82,33 @@ def test_cross_fitted_predictions_never_see_their_own_label(folder, monkeypatch,
         assert a.loc[(fw, "case05"), "predicted_dice"] == b.loc[(fw, "case05"), "predicted_dice"], fw
         # ... whereas other folds and the final model did see the changed label
         assert not np.allclose(a.loc[fw, "predicted_dice"], b.loc[fw, "predicted_dice"]), fw
+
+
+def test_fold_ensemble_is_saved_described_and_checked_when_loaded(folder, monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3",
+                       "--framework", "seg-unc", "-o", "e.csv", "--save-model", "qe.pt", *FAST)
+    assert code == 0, err
+    fit = pd.read_csv(folder / "e.csv").query("split == 'test' and framework == 'seg-unc'").set_index("case")
+    code, out, err = run(monkeypatch, capsys, "info", "qe.pt", "--json")
+    assert code == 0, err
+    assert "mean of the final model and 3 fold models" in json.loads(out)["architecture"]
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "qe.pt", "-o", "e2.csv")
+    assert code == 0, err
+    again = pd.read_csv(folder / "e2.csv").query("framework == 'seg-unc'").set_index("case")
+    np.testing.assert_allclose(again.loc[fit.index, "predicted_dice"], fit.predicted_dice, rtol=0, atol=1e-6)
+    # --no-fold-ensemble: the final model alone, a file without fold models
+    code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3",
+                       "--framework", "seg-unc", "-o", "f.csv", "--save-model", "qf.pt", "--no-fold-ensemble", *FAST)
+    assert code == 0, err
+    single = torch.load(folder / "qf.pt", weights_only=True)
+    assert "fold_models" not in single["meta"] and not any(k.startswith("fold") for k in single["state_dict"])
+    # a file whose meta and weights disagree: one line, exit 2, no traceback
+    obj = torch.load(folder / "qe.pt", weights_only=True)
+    obj["meta"]["fold_models"] = 2
+    torch.save(obj, folder / "bad.pt")
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "bad.pt", "-o", "b.csv")
+    assert code == 2 and "bad.pt: weights do not match the model described in it: 3 fold model(s) stored" in err
+    assert "Traceback" not in err
 
 
 def test_model_predicts_new_batch_as_explain_sees_it(folder, monkeypatch, capsys, tmp_path_factory):

@@ -144,6 +144,14 @@ def score(
             "default: held out on ISIC it lowered R² (docs/quality.md).",
         ),
     ] = False,
+    fold_ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--fold-ensemble/--no-fold-ensemble",
+            help="With --cv K, new cases get the mean of the K cross-fitting CNNs and the final one (all kept in "
+            "the quality model); --no-fold-ensemble: the final CNN alone (a file 1/(K+1) the size).",
+        ),
+    ] = True,
     critic_head: Annotated[
         str,
         typer.Option(
@@ -215,8 +223,8 @@ def score(
         frameworks=split_list(framework), target=target, model=model, save_model=save_model, cv=cv,
         backbone=backbone, pretrained=pretrained, input_size=input_size, epochs=epochs, patience=patience,
         val_fraction=val_fraction, lr=lr, loss=loss, init_from=init_from, feature_models=split_list(feature_models),
-        agreement_channel=agreement_channel, critic_head=critic_head, critic_tta=critic_tta,
-        batch_size=batch_size, features=features,
+        agreement_channel=agreement_channel, fold_ensemble=fold_ensemble, critic_head=critic_head,
+        critic_tta=critic_tta, batch_size=batch_size, features=features,
         include_train_cases=include_train_cases, failure_threshold=failure_threshold, seed=seed,
         overwrite=overwrite, device=device, threads=threads,
     )

@@ -22,7 +22,7 @@ from uqseg_cli.errors import InputError
 from uqseg_cli.io.atomic import atomic_write
 from uqseg_cli.quality.inputs import FRAMEWORKS, FRAMEWORKS_CNN
 from uqseg_cli.quality.meta import FORMAT, QualityMeta
-from uqseg_cli.quality.models import QualityRegressor, create_quality_model
+from uqseg_cli.quality.models import QualityRegressor, load_quality_models
 
 VERSION = 1
 """The layout version written and the only one read."""
@@ -96,7 +96,7 @@ def read_quality_checkpoint(path: Path | str) -> dict:
 
 
 def load_quality_model(path: Path | str) -> tuple[QualityRegressor, QualityMeta]:
-    """The CNN regressor of a ``quality.pt`` (eval mode, CPU) and its ``meta``.
+    """The CNN regressor of a ``quality.pt`` (eval mode, CPU; of a fold ensemble, its final model) and its ``meta``.
 
     ``model(x)`` takes :func:`~uqseg_cli.quality.inputs.build_inputs` of a case (batched) and returns ``(N,)``
     predicted quality; ``model.embed(x)`` the penultimate embedding; ``model.gradcam_layer`` the Grad-CAM layer.
@@ -107,10 +107,8 @@ def load_quality_model(path: Path | str) -> tuple[QualityRegressor, QualityMeta]
         what = "critics and a regression on features" if meta.framework == "critic" else (
             "regression on aggregated features")
         raise InputError(f"{path}: is a {meta.framework!r} quality model ({what}), not a CNN regressor")
-    model = create_quality_model(meta, pretrained=False)
     try:
-        model.load_state_dict(obj["state_dict"])
+        model = load_quality_models(meta, obj["state_dict"], final_only=True)[0]
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not match the model described in it: {exc}") from None
-    model.eval()
     return model, meta

@@ -29,7 +29,7 @@ CNN_KEYS = (
     "format", "framework", "method", "measure", "measures", "target", "backbone", "pretrained", "dims", "input_size",
     "num_classes", "image_channels", "channels", "dropout", "extra_features", "init_from", "channel_mean",
     "channel_std", "extra_median", "extra_mean", "extra_std", "init_tensors_from_segmenter", "training",
-    "train_cases", "segmenter", "features", "combined_stats", "critics", "critic_tta",
+    "train_cases", "segmenter", "features", "combined_stats", "critics", "critic_tta", "fold_models",
 )
 """The keys of a CNN model's meta, in file order."""
 
@@ -118,6 +118,12 @@ class QualityMeta:
     critic_tta: int | None = None
     """How many of ``critic.tta_transforms`` (flips, quarter turns) each critic averages its probabilities over;
     ``None`` (files written before critic TTA): 1, the input as it is."""
+
+    # --- regression CNNs cross-fitted with a fold ensemble
+    fold_models: int | None = None
+    """How many cross-fitting fold models the file holds besides the final model (weights under ``fold<k>.``); a
+    new case gets the mean of all ``fold_models + 1`` predictions, every model reading the inputs with this file's
+    one set of statistics. ``None``: the final model alone (``--no-fold-ensemble``, ``--cv < 2``, older files)."""
 
     @property
     def is_cnn(self) -> bool:

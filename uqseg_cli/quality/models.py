@@ -11,7 +11,7 @@ property of the whole volume, there is no per-slice target to train a slice mode
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -117,6 +117,44 @@ def create_quality_model(meta: QualityMeta, pretrained: bool = False) -> Quality
         dropout=float(0.2 if meta.dropout is None else meta.dropout),
         n_extra=len(meta.extra_features or []),
     )
+
+
+FOLD_PREFIX = "fold"
+"""A fold ensemble's fold model ``k`` keeps its weights under ``fold<k>.`` beside the final model's own keys."""
+
+
+def fold_state(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """The weights of a fold ensemble's fold models in one state dict, model ``k``'s under ``fold<k>.``."""
+    return {f"{FOLD_PREFIX}{k}.{n}": t for k, m in enumerate(models) for n, t in m.state_dict().items()}
+
+
+def split_fold_state(state: dict[str, torch.Tensor]) -> tuple[dict, list[dict]]:
+    """``(final model's weights, [fold model k's weights in order of k])`` of a checkpoint's state dict."""
+    folds: dict[int, dict] = {}
+    final = {}
+    for name, t in state.items():
+        head, _, rest = name.partition(".")
+        k = head[len(FOLD_PREFIX):]
+        if head.startswith(FOLD_PREFIX) and k.isdigit():
+            folds.setdefault(int(k), {})[rest] = t
+        else:
+            final[name] = t
+    return final, [folds[k] for k in sorted(folds)]
+
+
+def load_quality_models(meta: QualityMeta, state: dict[str, torch.Tensor], final_only: bool = False
+                        ) -> list[QualityRegressor]:
+    """The final model and then the ``meta.fold_models`` fold models of a checkpoint's state dict (eval mode, CPU;
+    ``final_only``: the final model alone); ``RuntimeError`` when the weights do not match ``meta``."""
+    final, folds = split_fold_state(state)
+    if len(folds) != int(meta.fold_models or 0):
+        raise RuntimeError(f"{len(folds)} fold model(s) stored, the meta says {int(meta.fold_models or 0)}")
+    out = []
+    for weights in [final] if final_only else [final, *folds]:
+        model = create_quality_model(meta)
+        model.load_state_dict(weights)
+        out.append(model.eval())
+    return out
 
 
 def load_matching(

@@ -40,8 +40,9 @@ from uqseg_cli.quality.features import (
 )
 from uqseg_cli.quality.inputs import IMAGE_FRAMEWORKS, channel_names, channel_stats, raw_inputs, standardize
 from uqseg_cli.quality.meta import QualityMeta
+from uqseg_cli.quality.models import fold_state
 from uqseg_cli.quality.regions import AGREEMENT_REGIONS, REGIONS, SHAPE_REGIONS, VOLUME_REGIONS, feature_matrix
-from uqseg_cli.quality.training import FitConfig, fit_cnn, predict_cnn, standardize_extra
+from uqseg_cli.quality.training import FitConfig, extra_stats, fit_cnn, predict_cnn, standardize_extra
 from uqseg_cli.rng import case_seed
 
 COMBINED = "combined"
@@ -288,12 +289,18 @@ def predict_cnn_framework(
     device,
     log: Callable[[str], None] | None = None,
     progress=None,
+    fold_ensemble: bool = True,
 ) -> Prediction:
     """CNN framework: cross-fitted out-of-fold predictions (when ``folds``) and a final model on all labelled.
 
-    ``progress`` (a :class:`uqseg_cli.progress.FitProgress`) hears every epoch and every finished fit."""
+    With ``folds`` every model reads the inputs with one set of label-free statistics of all labelled cases (those
+    the final model would find on its own), and with ``fold_ensemble`` every other case gets the mean of the K fold
+    models' and the final model's predictions (all K + 1 are kept: ``Prediction.state_dict``, the fold models under
+    ``fold<k>.``); otherwise the final model's alone. ``progress`` (a :class:`uqseg_cli.progress.FitProgress`)
+    hears every epoch and every finished fit."""
     y = batch.target
     lab, split = _splits(batch, folds)
+    rest = np.flatnonzero(split != "oof")
     pred = np.full(len(batch.case_ids), np.nan)
     tag = f"{meta.method}/{meta.measure}/{meta.framework}"
     z_all = hybrid_features(batch, meta)
@@ -301,7 +308,16 @@ def predict_cnn_framework(
     def sub(idx):
         return None if z_all is None else z_all[idx]
 
+    def predict(model, m, idx):
+        return predict_cnn(model, standardize(x_raw[idx], m), cfg.batch_size, device, z=standardize_extra(sub(idx), m))
+
+    members: list[torch.nn.Module] = []
+    rest_sum = np.zeros(len(rest))
+    records: list[dict] = []
     if folds is not None:
+        mean, std = channel_stats(x_raw[lab])
+        meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std,
+                                   **(extra_stats(sub(lab)) if z_all is not None else {}))
 
         def fp(train, test, f):
             c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, f, tag)})
@@ -314,8 +330,13 @@ def predict_cnn_framework(
                 progress.done(name, _fit_line(m, time.perf_counter() - t0))
             elif log:
                 log(f"{tag}: fold {f + 1}/{int(folds.max()) + 1}: {_fit_line(m, time.perf_counter() - t0)}")
-            z = standardize_extra(sub(lab[test]), m)
-            return predict_cnn(model, standardize(x_raw[lab[test]], m), cfg.batch_size, device, z=z)
+            out = predict(model, m, lab[test])
+            if fold_ensemble:
+                if len(rest):
+                    rest_sum[:] += predict(model, m, rest)
+                members.append(model.cpu())
+                records.append(m.training)
+            return out
 
         pred[lab] = cross_fit(folds, fp)
     c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, "final", tag)})
@@ -326,12 +347,16 @@ def predict_cnn_framework(
         progress.done(f"{tag} final model", _fit_line(m, time.perf_counter() - t0))
     elif log:
         log(f"{tag}: final model: {_fit_line(m, time.perf_counter() - t0)}")
-    rest = np.flatnonzero(split != "oof")
     if len(rest):
-        z = standardize_extra(sub(rest), m)
-        pred[rest] = predict_cnn(model, standardize(x_raw[rest], m), cfg.batch_size, device, z=z)
+        pred[rest] = (rest_sum + predict(model, m, rest)) / (len(members) + 1)
     m = dataclasses.replace(m, train_cases=[batch.case_ids[i] for i in lab])
-    return Prediction(meta.framework, pred, split, detail=meta.backbone, model_meta=m, model=model.cpu())
+    detail = meta.backbone
+    state = None
+    if members:
+        m = dataclasses.replace(m, fold_models=len(members), training={**m.training, "folds": records})
+        detail = f"{meta.backbone}, mean of {len(members)} fold models + the final model"
+        state = {**model.cpu().state_dict(), **fold_state(members)}
+    return Prediction(meta.framework, pred, split, detail=detail, model_meta=m, model=model.cpu(), state_dict=state)
 
 
 def load_masks(sf, case_ids: Sequence[str], size: Sequence[int]) -> torch.Tensor:

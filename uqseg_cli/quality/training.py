@@ -193,19 +193,22 @@ def fit_cnn(
     """Fit a regressor on raw inputs ``x_raw`` ``(N, C, *input_size)`` and targets ``y`` ``(N,)`` in [0, 1].
 
     ``meta`` describes the model (``backbone``, ``channels``, ``dims``, ``input_size`` ...); the returned copy adds
-    ``channel_mean``/``channel_std`` (and a hybrid model's ``extra_*`` statistics), ``init_tensors_from_segmenter``
+    ``channel_mean``/``channel_std`` (and a hybrid model's ``extra_*`` statistics) of ``x_raw`` unless ``meta``
+    already has them (the members of a fold ensemble share one set), ``init_tensors_from_segmenter``
     when ``cfg.init_state`` is given, and the training record (epochs, best epoch, validation MSE). Deterministic
     for a given ``cfg.seed`` on CPU.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    mean, std = channel_stats(x_raw)
-    meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std)
+    if meta.channel_mean is None:
+        mean, std = channel_stats(x_raw)
+        meta = dataclasses.replace(meta, channel_mean=mean, channel_std=std)
     x = standardize(x_raw, meta)
     if meta.extra_features:
         if z_raw is None:
             raise ValueError("a hybrid model needs its aggregated features (z_raw)")
-        meta = dataclasses.replace(meta, **extra_stats(z_raw))
+        if meta.extra_mean is None:
+            meta = dataclasses.replace(meta, **extra_stats(z_raw))
     z = standardize_extra(z_raw, meta)
     yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
     tr, va = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)

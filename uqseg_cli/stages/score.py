@@ -31,7 +31,7 @@ from uqseg_cli.quality.critic import critic_arch, load_critics
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.meta import QualityMeta
-from uqseg_cli.quality.models import create_quality_model
+from uqseg_cli.quality.models import load_quality_models
 from uqseg_cli.quality.regions import RegionParams, collect_features
 from uqseg_cli.quality.scoring import (
     ALL_METHODS,
@@ -108,6 +108,7 @@ class ScoreOptions:
     init_from: str = option("auto", config=True)  # auto, none or a segmenter checkpoint
     feature_models: list[str] = option(factory=list, config=True)
     agreement_channel: bool = option(False, config=True)
+    fold_ensemble: bool = option(True, config=True)  # new cases: mean of the K fold CNNs and the final one
     critic_head: str = option("boost", config=True)  # scoring.CRITIC_HEADS
     critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
@@ -401,9 +402,9 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
         save_quality_model(path, p.model_meta, arrays=p.arrays, state_dict=p.state_dict)
         return p
     p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev, log=None if report.quiet else (lambda s: log(s)),
-                              progress=fitprog)
+                              progress=fitprog, fold_ensemble=options.fold_ensemble)
     p.model_meta = dataclasses.replace(p.model_meta, segmenter=segmenter_info(sf))
-    save_quality_model(path, p.model_meta, p.model)
+    save_quality_model(path, p.model_meta, None if p.state_dict else p.model, state_dict=p.state_dict)
     return p
 
 
@@ -441,7 +442,7 @@ def fit_all(sf: StageFile, inputs: Inputs, plan: Plan, folds, options: ScoreOpti
                 for fw in frameworks:
                     if plan.loaded is not None:
                         preds.extend(predict_loaded(sf, inputs.batch, plan.loaded, dev, options.batch_size,
-                                                    report.quiet))
+                                                    report.quiet, options.model))
                         continue
                     path = model_path_for(options.save_model, n_configs, m, meas, fw)
                     if fw == "features":
@@ -514,8 +515,10 @@ def segmenter_info(sf: StageFile) -> dict:
 # --- a saved model (--model) ---------------------------------------------------------------------------------------
 
 
-def predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: int, quiet: bool) -> list[Prediction]:
-    """Predictions of a loaded ``quality.pt``; cases it was fitted on are marked ``split="train"``."""
+def predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: int, quiet: bool,
+                   path: Path | None = None) -> list[Prediction]:
+    """Predictions of a loaded ``quality.pt`` (read from ``path``); cases it was fitted on are marked
+    ``split="train"``; weights that do not match its meta stop the run with one line."""
     from uqseg_cli.quality.inputs import standardize
     from uqseg_cli.quality.training import standardize_extra
 
@@ -531,18 +534,19 @@ def predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: i
         for p in preds:
             p.split = split
         return preds
-    if meta.framework == "critic":  # the weights first, then the inputs (a damaged file fails at once)
-        critics = load_critics(meta, loaded["state_dict"])
-        x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
-        pred = predict_critic_loaded(batch, x_raw, meta, critics, loaded["arrays"], batch_size, dev)
-        return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.critics} critics")]
-    net = create_quality_model(meta)
-    net.load_state_dict(loaded["state_dict"])
-    net.to(dev)
+    try:  # the weights first, then the inputs (a damaged file fails at once)
+        nets = (load_critics if meta.framework == "critic" else load_quality_models)(meta, loaded["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not match the model described in it: {exc}") from None
     x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
-    z = standardize_extra(hybrid_features(batch, meta), meta)
-    pred = predict_cnn(net, standardize(x_raw, meta), batch_size, dev, z=z)
-    return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.backbone}")]
+    if meta.framework == "critic":
+        pred = predict_critic_loaded(batch, x_raw, meta, nets, loaded["arrays"], batch_size, dev)
+        return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.critics} critics")]
+    # the final model, then a fold ensemble's fold models
+    x, z = standardize(x_raw, meta), standardize_extra(hybrid_features(batch, meta), meta)
+    pred = sum(predict_cnn(net.to(dev), x, batch_size, dev, z=z) for net in nets) / len(nets)
+    detail = f"loaded {meta.backbone}" + (f", mean of {len(nets)} models" if len(nets) > 1 else "")
+    return [Prediction(meta.framework, pred, split, detail=detail)]
 
 
 # --- outputs -------------------------------------------------------------------------------------------------------
