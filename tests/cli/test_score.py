@@ -284,7 +284,8 @@ def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monke
                        "--critic-head", "mean", "--critic-tta", "8")
     assert code == 0, err
     summ = pd.read_csv(folder / "c.summary.csv").set_index("framework")
-    assert summ.loc["critic", "detail"] == "3 critics fpn-resnet18 + boost" and summ.loc["critic", "n"] == 11
+    assert summ.loc["critic", "detail"] == "3 critics fpn-resnet18 + mean of two boosts"
+    assert summ.loc["critic", "n"] == 11 and "ignored" not in err
     obj = torch.load(folder / "qc.pt", weights_only=True)
     meta = obj["meta"]
     assert meta["critic_tta"] == 8
@@ -294,8 +295,9 @@ def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monke
     assert len(meta["training"]["critics"]) == 3
     code, out, err = run(monkeypatch, capsys, "info", "qc.pt")
     assert code == 0 and "3 critics fpn-resnet18" in out and "critic 2:" in out
-    code, _, err = run(monkeypatch, capsys, "score", "--model", "qc.pt", "-o", "c2.csv")
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "qc.pt", "-o", "c2.csv", "--critic-tta", "2")
     assert code == 0, err
+    assert "--critic-tta does not apply to --model qc.pt (nothing is fitted): ignored" in err
     fit = pd.read_csv(folder / "c.csv").query("split == 'test' and framework == 'critic'").set_index("case")
     again = pd.read_csv(folder / "c2.csv").query("framework == 'critic'").set_index("case")
     assert len(fit) == 3  # the two cases without a reference and the one the segmenter saw

@@ -121,3 +121,20 @@ def test_cli_choices_are_the_stage_choices():
     assert typing.get_args(Target) == TARGETS
     assert typing.get_args(Loss) == LOSSES
     assert CRITIC_HEADS == STAGE_CRITIC_HEADS
+
+
+@pytest.mark.parametrize(
+    ("given", "frameworks", "loaded", "ignored"),
+    [
+        ({}, ["features"], False, []),
+        ({"critic_tta": 8, "loss": "huber", "epochs": 3}, ["features"], False, ["--critic-tta", "--loss", "--epochs"]),
+        ({"critic_head": "mean", "loss": "huber", "epochs": 3}, ["seg-unc"], False, ["--critic-head"]),
+        ({"loss": "huber", "fold_ensemble": False, "epochs": 3, "critic_tta": 2}, ["critic"], False,
+         ["--loss", "--no-fold-ensemble"]),
+        ({"loss": "huber", "critic_tta": 2}, ["critic", "hybrid"], False, []),
+        ({"epochs": 3, "feature_models": ["boost"], "batch_size": 4}, ["seg-unc"], True,
+         ["--epochs", "--feature-models"]),
+    ],
+)
+def test_options_nothing_reads_are_named(given, frameworks, loaded, ignored):
+    assert score.ignored_options(score.ScoreOptions(**given), frameworks, loaded) == ignored

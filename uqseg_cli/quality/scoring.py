@@ -418,8 +418,9 @@ def predict_critic_framework(
         m, features=[*meta.features, *CRITIC_FEATURES], critics=k_folds, training={"critics": records},
         train_cases=[batch.case_ids[i] for i in lab],
     )
-    return Prediction("critic", pred, split, detail=f"{k_folds} critics {critic_arch(meta)} + boost", model_meta=m,
-                      arrays=heads, state_dict=critics_state(critics))
+    regressor = "mean of two boosts" if head == "mean" else "boost"
+    return Prediction("critic", pred, split, detail=f"{k_folds} critics {critic_arch(meta)} + {regressor}",
+                      model_meta=m, arrays=heads, state_dict=critics_state(critics))
 
 
 CRITIC_HEADS = ("boost", "mean")

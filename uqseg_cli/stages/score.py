@@ -160,6 +160,35 @@ class ScoreOptions:
                          **{k: d[k] if v is None else v for k, v in given.items()})
 
 
+APPLIES_TO = {
+    "critic": ("critic_head", "critic_tta"),
+    "regression CNN (seg-unc, img-seg-unc, hybrid)": ("loss", "agreement_channel", "fold_ensemble"),
+    "CNN (seg-unc, img-seg-unc, hybrid, critic)": ("backbone", "pretrained", "input_size", "epochs", "patience",
+                                                   "val_fraction", "lr", "init_from"),
+}
+"""The fitting options that only some frameworks read (see :func:`ignored_options`)."""
+
+
+def ignored_options(options: ScoreOptions, frameworks: list[str], loaded: bool) -> list[str]:
+    """The ``--flags`` given a non-default value that nothing in this run reads: fitting options with ``--model``,
+    critic options without the critic framework, CNN options without a CNN framework."""
+    default = ScoreOptions()
+    cnn = {"seg-unc", "img-seg-unc", "hybrid"}
+    users = {
+        "critic": "critic" in frameworks,
+        "regression CNN (seg-unc, img-seg-unc, hybrid)": bool(cnn & set(frameworks)),
+        "CNN (seg-unc, img-seg-unc, hybrid, critic)": bool((cnn | {"critic"}) & set(frameworks)),
+    }
+    out = []
+    for kind, names in APPLIES_TO.items():
+        if loaded or not users[kind]:
+            out += [f"--{'no-' if getattr(options, n) is False else ''}{n.replace('_', '-')}" for n in names
+                    if getattr(options, n) != getattr(default, n)]
+    if loaded and options.feature_models:
+        out.append("--feature-models")
+    return out
+
+
 @dataclass
 class Plan:
     """What the run does once ``--model`` is read: the target, the methods, measures and frameworks asked (with a
@@ -590,6 +619,11 @@ def run(options: ScoreOptions, report: Report | None = None) -> StageResult:
         if p is not None:
             check_writable(p, options.overwrite)
     plan = resolve_plan(options, report)
+    ignored = ignored_options(options, plan.frameworks, plan.loaded is not None)
+    if ignored:
+        what = f"--model {options.model} (nothing is fitted)" if plan.loaded is not None else (
+            f"--framework {','.join(plan.frameworks)}")
+        warn(f"{', '.join(ignored)} do{'es' if len(ignored) == 1 else ''} not apply to {what}: ignored")
     with StageFile(src, expect_stage=PARENT[0]) as sf:
         inputs = read_inputs(sf, plan, options, src, report)
         folds = plan_folds(inputs, plan, options, src)
