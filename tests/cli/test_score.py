@@ -92,6 +92,8 @@ def test_fold_ensemble_is_saved_described_and_checked_when_loaded(folder, monkey
     code, out, err = run(monkeypatch, capsys, "info", "qe.pt", "--json")
     assert code == 0, err
     assert "mean of the final model and 3 fold models" in json.loads(out)["architecture"]
+    code, out, err = run(monkeypatch, capsys, "info", "qe.pt")
+    assert code == 0 and "training:      " in out and "fold 2:        " in out and "fold 3:" not in out
     code, _, err = run(monkeypatch, capsys, "score", "--model", "qe.pt", "-o", "e2.csv")
     assert code == 0, err
     again = pd.read_csv(folder / "e2.csv").query("framework == 'seg-unc'").set_index("case")

@@ -87,9 +87,10 @@ def _print_quality_model(d: dict) -> None:
             typer.echo(f"critic {k}:      {c.get('n_train')} (+{c.get('n_val')} validation) case(s), best epoch "
                        f"{c.get('best_epoch')}/{c.get('epochs_run')}, validation loss {c.get('best_val_loss'):.4f}")
     elif t:
-        mse = float(t.get("best_val_mse", float("nan")))
-        typer.echo(f"training:      {t.get('n_train')} (+{t.get('n_val')} validation) case(s), best epoch "
-                   f"{t.get('best_epoch')}/{t.get('epochs_run')}, validation MSE {mse:.4f}")
+        for name, r in [("training:     ", t), *((f"fold {k}:       ", r) for k, r in enumerate(t.get("folds") or []))]:
+            mse = float(r.get("best_val_mse", float("nan")))
+            typer.echo(f"{name} {r.get('n_train')} (+{r.get('n_val')} validation) case(s), best epoch "
+                       f"{r.get('best_epoch')}/{r.get('epochs_run')}, validation MSE {mse:.4f}")
     else:
         typer.echo(f"training:      fitted on {d['train_cases']} case(s)")
     seg = d.get("segmenter") or {}
