@@ -45,7 +45,7 @@ def test_one_liner_with_default_names(folder, monkeypatch, capsys):
                                 "abs_error", "split", "train_case"]
     cnn = df[df.framework == "seg-unc"].set_index("case")
     assert len(cnn) == 14
-    # labelled = with reference and not seen by the segmenter: out-of-fold; the rest: the fold models + the final one
+    # labelled = with reference and not seen by the segmenter: out-of-fold; the rest: predicted by the final model
     assert (cnn.loc[[f"case{i:02d}" for i in range(1, 12)], "split"] == "oof").all()
     assert (cnn.loc[["case00", "case12", "case13"], "split"] == "test").all()
     assert cnn.loc[["case12", "case13"], "true_dice"].isna().all()
@@ -86,7 +86,7 @@ def test_cross_fitted_predictions_never_see_their_own_label(folder, monkeypatch,
 
 def test_fold_ensemble_is_saved_described_and_checked_when_loaded(folder, monkeypatch, capsys):
     code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3",
-                       "--framework", "seg-unc", "-o", "e.csv", "--save-model", "qe.pt", *FAST)
+                       "--framework", "seg-unc", "-o", "e.csv", "--save-model", "qe.pt", "--fold-ensemble", *FAST)
     assert code == 0, err
     fit = pd.read_csv(folder / "e.csv").query("split == 'test' and framework == 'seg-unc'").set_index("case")
     code, out, err = run(monkeypatch, capsys, "info", "qe.pt", "--json")
@@ -98,9 +98,9 @@ def test_fold_ensemble_is_saved_described_and_checked_when_loaded(folder, monkey
     assert code == 0, err
     again = pd.read_csv(folder / "e2.csv").query("framework == 'seg-unc'").set_index("case")
     np.testing.assert_allclose(again.loc[fit.index, "predicted_dice"], fit.predicted_dice, rtol=0, atol=1e-6)
-    # --no-fold-ensemble: the final model alone, a file without fold models
+    # the default: the final model alone, a file without fold models
     code, _, err = run(monkeypatch, capsys, "score", "--method", "tta", "--measure", "entropy", "--cv", "3",
-                       "--framework", "seg-unc", "-o", "f.csv", "--save-model", "qf.pt", "--no-fold-ensemble", *FAST)
+                       "--framework", "seg-unc", "-o", "f.csv", "--save-model", "qf.pt", *FAST)
     assert code == 0, err
     single = torch.load(folder / "qf.pt", weights_only=True)
     assert "fold_models" not in single["meta"] and not any(k.startswith("fold") for k in single["state_dict"])

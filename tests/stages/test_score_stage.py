@@ -100,7 +100,7 @@ def test_result_changing_options_are_the_config_fields():
         "methods": [], "measures": [], "frameworks": [], "target": "dice", "model": None, "cv": 5,
         "backbone": "resnet18", "pretrained": False, "input_size": [96], "epochs": None, "patience": 6,
         "val_fraction": None, "lr": None, "loss": "mse", "init_from": "auto", "feature_models": [],
-        "agreement_channel": False, "fold_ensemble": True, "critic_head": "boost", "critic_tta": 1, "batch_size": 16,
+        "agreement_channel": False, "fold_ensemble": False, "critic_head": "boost", "critic_tta": 1, "batch_size": 16,
         "features": None, "include_train_cases": False, "failure_threshold": None, "seed": 0,
     }
 
@@ -129,8 +129,8 @@ def test_cli_choices_are_the_stage_choices():
         ({}, ["features"], False, []),
         ({"critic_tta": 8, "loss": "huber", "epochs": 3}, ["features"], False, ["--critic-tta", "--loss", "--epochs"]),
         ({"critic_head": "mean", "loss": "huber", "epochs": 3}, ["seg-unc"], False, ["--critic-head"]),
-        ({"loss": "huber", "fold_ensemble": False, "epochs": 3, "critic_tta": 2}, ["critic"], False,
-         ["--loss", "--no-fold-ensemble"]),
+        ({"loss": "huber", "fold_ensemble": True, "epochs": 3, "critic_tta": 2}, ["critic"], False,
+         ["--loss", "--fold-ensemble"]),
         ({"loss": "huber", "critic_tta": 2}, ["critic", "hybrid"], False, []),
         ({"epochs": 3, "feature_models": ["boost"], "batch_size": 4}, ["seg-unc"], True,
          ["--epochs", "--feature-models"]),

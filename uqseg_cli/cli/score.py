@@ -149,9 +149,10 @@ def score(
         typer.Option(
             "--fold-ensemble/--no-fold-ensemble",
             help="With --cv K, new cases get the mean of the K cross-fitting CNNs and the final one (all kept in "
-            "the quality model); --no-fold-ensemble: the final CNN alone (a file 1/(K+1) the size).",
+            "the quality model, K+1 times the size); off by default: held out on ISIC it lowered R² "
+            "(docs/quality.md).",
         ),
-    ] = True,
+    ] = False,
     critic_head: Annotated[
         str,
         typer.Option(

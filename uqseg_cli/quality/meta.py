@@ -123,7 +123,7 @@ class QualityMeta:
     fold_models: int | None = None
     """How many cross-fitting fold models the file holds besides the final model (weights under ``fold<k>.``); a
     new case gets the mean of all ``fold_models + 1`` predictions, every model reading the inputs with this file's
-    one set of statistics. ``None``: the final model alone (``--no-fold-ensemble``, ``--cv < 2``, older files)."""
+    one set of statistics. ``None``: the final model alone (the default, ``--cv < 2``, older files)."""
 
     @property
     def is_cnn(self) -> bool:

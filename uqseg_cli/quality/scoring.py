@@ -289,7 +289,7 @@ def predict_cnn_framework(
     device,
     log: Callable[[str], None] | None = None,
     progress=None,
-    fold_ensemble: bool = True,
+    fold_ensemble: bool = False,
 ) -> Prediction:
     """CNN framework: cross-fitted out-of-fold predictions (when ``folds``) and a final model on all labelled.
 

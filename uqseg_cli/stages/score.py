@@ -108,7 +108,7 @@ class ScoreOptions:
     init_from: str = option("auto", config=True)  # auto, none or a segmenter checkpoint
     feature_models: list[str] = option(factory=list, config=True)
     agreement_channel: bool = option(False, config=True)
-    fold_ensemble: bool = option(True, config=True)  # new cases: mean of the K fold CNNs and the final one
+    fold_ensemble: bool = option(False, config=True)  # new cases: mean of the K fold CNNs and the final one
     critic_head: str = option("boost", config=True)  # scoring.CRITIC_HEADS
     critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
