@@ -160,28 +160,22 @@ class ScoreOptions:
                          **{k: d[k] if v is None else v for k, v in given.items()})
 
 
-APPLIES_TO = {
-    "critic": ("critic_head", "critic_tta"),
-    "regression CNN (seg-unc, img-seg-unc, hybrid)": ("loss", "agreement_channel", "fold_ensemble"),
-    "CNN (seg-unc, img-seg-unc, hybrid, critic)": ("backbone", "pretrained", "input_size", "epochs", "patience",
-                                                   "val_fraction", "lr", "init_from"),
-}
-"""The fitting options that only some frameworks read (see :func:`ignored_options`)."""
+APPLIES_TO = (
+    (("critic",), ("critic_head", "critic_tta")),
+    (("seg-unc", "img-seg-unc", "hybrid"), ("loss", "agreement_channel", "fold_ensemble")),
+    (("seg-unc", "img-seg-unc", "hybrid", "critic"),
+     ("backbone", "pretrained", "input_size", "epochs", "patience", "val_fraction", "lr", "init_from")),
+)
+"""``(frameworks, the fitting options only they read)`` (see :func:`ignored_options`)."""
 
 
 def ignored_options(options: ScoreOptions, frameworks: list[str], loaded: bool) -> list[str]:
     """The ``--flags`` given a non-default value that nothing in this run reads: fitting options with ``--model``,
     critic options without the critic framework, CNN options without a CNN framework."""
     default = ScoreOptions()
-    cnn = {"seg-unc", "img-seg-unc", "hybrid"}
-    users = {
-        "critic": "critic" in frameworks,
-        "regression CNN (seg-unc, img-seg-unc, hybrid)": bool(cnn & set(frameworks)),
-        "CNN (seg-unc, img-seg-unc, hybrid, critic)": bool((cnn | {"critic"}) & set(frameworks)),
-    }
     out = []
-    for kind, names in APPLIES_TO.items():
-        if loaded or not users[kind]:
+    for readers, names in APPLIES_TO:
+        if loaded or not set(readers) & set(frameworks):
             out += [f"--{'no-' if getattr(options, n) is False else ''}{n.replace('_', '-')}" for n in names
                     if getattr(options, n) != getattr(default, n)]
     if loaded and options.feature_models:
