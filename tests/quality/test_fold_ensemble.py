@@ -47,7 +47,7 @@ def test_new_cases_get_the_mean_of_the_fold_models_and_the_final_model(runs):
     xl = x[:N_LAB].double().numpy()
     np.testing.assert_allclose(meta.channel_mean, xl.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(meta.channel_std, xl.std(axis=(0, 2, 3)), rtol=1e-12)
-    nets = load_quality_models(meta, p.state_dict)
+    nets = load_quality_models(meta, {**p.model.state_dict(), **p.state_dict})  # as quality.pt holds them
     assert len(nets) == K + 1
     xs = standardize(x, meta)
     each = np.stack([predict_cnn(net, xs) for net in nets])  # (K + 1, N): final, then fold 0 .. K-1
@@ -76,10 +76,10 @@ def test_saved_ensemble_loads_its_final_model_and_refuses_a_wrong_count(runs, tm
 
     x, _, out = runs
     p = out[True]
-    save_quality_model(tmp_path / "q.pt", p.model_meta, state_dict=p.state_dict)
+    save_quality_model(tmp_path / "q.pt", p.model_meta, p.model, state_dict=p.state_dict)
     model, meta = load_quality_model(tmp_path / "q.pt")  # explain's view: the final model
     assert meta.fold_models == K
     xs = standardize(x, meta)
     np.testing.assert_array_equal(predict_cnn(model, xs), predict_cnn(p.model, xs))
     with pytest.raises(RuntimeError, match="3 fold model"):
-        load_quality_models(dataclasses.replace(meta, fold_models=2), p.state_dict)
+        load_quality_models(dataclasses.replace(meta, fold_models=2), {**p.model.state_dict(), **p.state_dict})

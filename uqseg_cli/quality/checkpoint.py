@@ -51,9 +51,10 @@ def save_quality_model(
     arrays: dict[str, dict[str, np.ndarray]] | None = None,
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write a quality checkpoint atomically (temporary name, then ``os.replace``); the weights are ``model``'s, or
-    ``state_dict`` (several networks under prefixes, e.g. a critic model's ``critic<k>.*``)."""
-    state = model.state_dict() if model is not None else (state_dict or {})
+    """Write a quality checkpoint atomically (temporary name, then ``os.replace``); the weights are ``model``'s and
+    ``state_dict``'s (further networks under prefixes: a critic model's ``critic<k>.*``, a fold ensemble's
+    ``fold<k>.*``)."""
+    state = {**(model.state_dict() if model is not None else {}), **(state_dict or {})}
     obj = {
         "format": FORMAT,
         "version": VERSION,

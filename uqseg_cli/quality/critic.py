@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.quality.inputs import channel_stats, standardize
 from uqseg_cli.quality.meta import QualityMeta
-from uqseg_cli.quality.models import load_matching
+from uqseg_cli.quality.models import load_matching, prefixed_state
 from uqseg_cli.quality.training import FitConfig, augment_batch, split_validation, train_early_stopping
 
 CRITIC_FEATURES = ("critic/dice", "critic/soft_dice", "critic/log_volume_ratio", "critic/entropy")
@@ -226,7 +226,7 @@ def fit_critic(
 
 def critics_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
     """The weights of several critics in one state dict, critic ``k``'s under ``critic<k>.``."""
-    return {f"critic{k}.{n}": t for k, m in enumerate(models) for n, t in m.state_dict().items()}
+    return prefixed_state(models, "critic")
 
 
 def load_critics(meta: QualityMeta, state: dict[str, torch.Tensor]) -> list[torch.nn.Module]:

@@ -123,9 +123,10 @@ FOLD_PREFIX = "fold"
 """A fold ensemble's fold model ``k`` keeps its weights under ``fold<k>.`` beside the final model's own keys."""
 
 
-def fold_state(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
-    """The weights of a fold ensemble's fold models in one state dict, model ``k``'s under ``fold<k>.``."""
-    return {f"{FOLD_PREFIX}{k}.{n}": t for k, m in enumerate(models) for n, t in m.state_dict().items()}
+def prefixed_state(models: Sequence[nn.Module], prefix: str) -> dict[str, torch.Tensor]:
+    """The weights of several networks in one state dict, network ``k``'s under ``<prefix><k>.`` (a fold ensemble's
+    fold models: :data:`FOLD_PREFIX`; a critic model's critics: ``critic``)."""
+    return {f"{prefix}{k}.{n}": t for k, m in enumerate(models) for n, t in m.state_dict().items()}
 
 
 def split_fold_state(state: dict[str, torch.Tensor]) -> tuple[dict, list[dict]]:

@@ -40,7 +40,7 @@ from uqseg_cli.quality.features import (
 )
 from uqseg_cli.quality.inputs import IMAGE_FRAMEWORKS, channel_names, channel_stats, raw_inputs, standardize
 from uqseg_cli.quality.meta import QualityMeta
-from uqseg_cli.quality.models import fold_state
+from uqseg_cli.quality.models import FOLD_PREFIX, prefixed_state
 from uqseg_cli.quality.regions import AGREEMENT_REGIONS, REGIONS, SHAPE_REGIONS, VOLUME_REGIONS, feature_matrix
 from uqseg_cli.quality.training import FitConfig, extra_stats, fit_cnn, predict_cnn, standardize_extra
 from uqseg_cli.rng import case_seed
@@ -295,7 +295,7 @@ def predict_cnn_framework(
 
     With ``folds`` every model reads the inputs with one set of label-free statistics of all labelled cases (those
     the final model would find on its own), and with ``fold_ensemble`` every other case gets the mean of the K fold
-    models' and the final model's predictions (all K + 1 are kept: ``Prediction.state_dict``, the fold models under
+    models' and the final model's predictions (the fold models are kept in ``Prediction.state_dict`` under
     ``fold<k>.``); otherwise the final model's alone. ``progress`` (a :class:`uqseg_cli.progress.FitProgress`)
     hears every epoch and every finished fit."""
     y = batch.target
@@ -350,12 +350,11 @@ def predict_cnn_framework(
     if len(rest):
         pred[rest] = (rest_sum + predict(model, m, rest)) / (len(members) + 1)
     m = dataclasses.replace(m, train_cases=[batch.case_ids[i] for i in lab])
-    detail = meta.backbone
-    state = None
+    detail, state = meta.backbone, None
     if members:
         m = dataclasses.replace(m, fold_models=len(members), training={**m.training, "folds": records})
         detail = f"{meta.backbone}, mean of {len(members)} fold models + the final model"
-        state = {**model.cpu().state_dict(), **fold_state(members)}
+        state = prefixed_state(members, FOLD_PREFIX)
     return Prediction(meta.framework, pred, split, detail=detail, model_meta=m, model=model.cpu(), state_dict=state)
 
 

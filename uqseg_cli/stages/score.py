@@ -427,7 +427,7 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
     p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev, log=None if report.quiet else (lambda s: log(s)),
                               progress=fitprog, fold_ensemble=options.fold_ensemble)
     p.model_meta = dataclasses.replace(p.model_meta, segmenter=segmenter_info(sf))
-    save_quality_model(path, p.model_meta, None if p.state_dict else p.model, state_dict=p.state_dict)
+    save_quality_model(path, p.model_meta, p.model, state_dict=p.state_dict)
     return p
 
 
