@@ -281,7 +281,7 @@ def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monke
     code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "0", "-o", "c0.csv")
     assert code == 2 and "--framework critic needs cross-fitting" in err and "Traceback" not in err
     code, _, err = run(monkeypatch, capsys, "score", *crit, "--critic-head", "median", "--cv", "3", "-o", "c.csv")
-    assert code == 2 and "--critic-head 'median': choose from boost, mean" in err
+    assert code == 2 and "--critic-head 'median': choose from blend, boost, mean" in err
     code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "3", "-o", "c.csv", "--save-model", "qc.pt",
                        "--critic-head", "mean", "--critic-tta", "8")
     assert code == 0, err
@@ -305,6 +305,28 @@ def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monke
     assert len(fit) == 3  # the two cases without a reference and the one the segmenter saw
     for cid, row in fit.iterrows():
         assert again.loc[cid, "predicted_dice"] == pytest.approx(row.predicted_dice, abs=1e-9)
+    # the default head (blend): boosted trees and a ridge regression, kept in the file and reproduced by --model
+    code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "3", "-o", "d.csv", "--save-model", "qd.pt")
+    assert code == 0, err
+    assert pd.read_csv(folder / "d.summary.csv").set_index("framework").loc["critic", "detail"] == (
+        "3 critics fpn-resnet18 + boost + ridge")
+    obj = torch.load(folder / "qd.pt", weights_only=True)
+    assert set(obj["arrays"]) == {"boost", "linear"}
+    code, out, _ = run(monkeypatch, capsys, "info", "qd.pt")
+    assert code == 0 and "mean of a gradient-boosted and a ridge regression" in out
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "qd.pt", "-o", "d2.csv")
+    assert code == 0, err
+    assert pd.read_csv(folder / "d2.summary.csv").set_index("framework").loc["critic", "detail"] == (
+        "loaded 3 critics + boost + ridge")
+    fit = pd.read_csv(folder / "d.csv").query("split == 'test' and framework == 'critic'").set_index("case")
+    again = pd.read_csv(folder / "d2.csv").query("framework == 'critic'").set_index("case")
+    np.testing.assert_allclose(again.loc[fit.index, "predicted_dice"], fit.predicted_dice, rtol=0, atol=1e-9)
+    # regressor arrays that are no head: one line, exit 2, before any input is read
+    obj["arrays"]["forest"] = obj["arrays"].pop("linear")
+    torch.save(obj, folder / "qbad.pt")
+    code, _, err = run(monkeypatch, capsys, "score", "--model", "qbad.pt", "-o", "b.csv")
+    assert code == 2 and "qbad.pt: weights do not match the model described in it: critic regressor models " in err
+    assert "Traceback" not in err
     # a critic model is not a CNN regressor: tools that need one get one line
     with pytest.raises(Exception, match="critics and a regression on features"):
         load_quality_model(folder / "qc.pt")

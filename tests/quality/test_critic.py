@@ -195,13 +195,23 @@ def test_cross_fitting_is_honest(monkeypatch) -> None:
     alone = fit_feature_model("boost", xa[:n_lab], target[:n_lab], 0)
     np.testing.assert_array_equal(predict_feature_model("boost", alone, xa),
                                   predict_feature_model("boost", p.arrays["boost_features"], xa))
-    # the default regressor is the boost on features + critic features alone (the same model as the mean's)
+    # the boost head is the boost on features + critic features alone (the same model as the mean's)
     seen.clear()
-    b = scoring.predict_critic_framework(batch, x_raw, masks, meta, folds, FitConfig(), "cpu")
-    assert set(b.arrays) == {"boost"}
+    b = scoring.predict_critic_framework(batch, x_raw, masks, meta, folds, FitConfig(), "cpu", head="boost")
+    assert set(b.arrays) == {"boost"} and b.detail.endswith("+ boost")
     np.testing.assert_array_equal(scoring.predict_critic_head(b.arrays, xa[n_lab:], z),
                                   predict_feature_model("boost", p.arrays["boost"], np.hstack([xa[n_lab:], z])))
     np.testing.assert_array_equal(b.predicted[n_lab:], scoring.predict_critic_head(b.arrays, xa[n_lab:], z))
+    # the default (blend) adds a ridge regression on the same features and averages the two, cross-fitted too
+    seen.clear()
+    d = scoring.predict_critic_framework(batch, x_raw, masks, meta, folds, FitConfig(), "cpu")
+    assert set(d.arrays) == {"boost", "linear"} and d.detail.endswith("+ boost + ridge")
+    both = np.hstack([xa[n_lab:], z])
+    np.testing.assert_array_equal(predict_feature_model("boost", d.arrays["boost"], both),
+                                  predict_feature_model("boost", p.arrays["boost"], both))
+    np.testing.assert_allclose(d.predicted[n_lab:], 0.5 * (predict_feature_model("boost", d.arrays["boost"], both)
+                               + predict_feature_model("linear", d.arrays["linear"], both)), rtol=0, atol=1e-12)
+    assert np.corrcoef(d.predicted[:n_lab], target[:n_lab])[0, 1] > 0.95
     with pytest.raises(ValueError, match="critic head"):
         scoring.fit_critic_head(xa[:n_lab], np.zeros((n_lab, 4)), target[:n_lab], 0, head="median")
 
@@ -259,3 +269,34 @@ def test_critic_features_use_the_models_tta() -> None:
     np.testing.assert_array_equal(predict_critic_features(model, x, meta), one)
     np.testing.assert_array_equal(predict_critic_features(model, x, dataclasses.replace(meta, critic_tta=8)), eight)
     assert not np.allclose(one, eight)
+
+
+def test_blend_head_is_the_mean_of_sklearn_boosted_trees_and_ridge():
+    """The blend head against scikit-learn fitted directly: median imputation, then GradientBoostingRegressor (the
+    features module's settings) and StandardScaler + RidgeCV; each clipped to [0, 1], then averaged."""
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from uqseg_cli.quality.critic_head import critic_head_of, fit_critic_head, predict_critic_head
+
+    rng = np.random.default_rng(3)
+    xa, z = rng.normal(size=(120, 3)), rng.uniform(size=(120, 4))
+    xa[::7, 1] = np.nan
+    y = np.clip(0.6 * z[:, 0] + 0.1 * xa[:, 0] + 0.05 * rng.normal(size=120), 0, 1)
+    heads = fit_critic_head(xa[:90], z[:90], y[:90], seed=5)
+    assert critic_head_of(heads) == "blend"
+    x = np.hstack([xa, z])
+    gb = make_pipeline(SimpleImputer(strategy="median"), GradientBoostingRegressor(
+        loss="huber", n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, min_samples_leaf=5,
+        random_state=5))
+    ridge = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    want = 0.5 * (np.clip(gb.fit(x[:90], y[:90]).predict(x[90:]), 0, 1)
+                  + np.clip(ridge.fit(x[:90], y[:90]).predict(x[90:]), 0, 1))
+    np.testing.assert_allclose(predict_critic_head(heads, xa[90:], z[90:]), want, rtol=0, atol=1e-6)
+    assert critic_head_of(fit_critic_head(xa[:90], z[:90], y[:90], 5, head="boost")) == "boost"
+    assert critic_head_of(fit_critic_head(xa[:90], z[:90], y[:90], 5, head="mean")) == "mean"
+    with pytest.raises(ValueError, match="none of the heads"):
+        critic_head_of({"boost": heads["boost"], "forest": heads["boost"]})

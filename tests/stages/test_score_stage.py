@@ -100,7 +100,7 @@ def test_result_changing_options_are_the_config_fields():
         "methods": [], "measures": [], "frameworks": [], "target": "dice", "model": None, "cv": 5,
         "backbone": "resnet18", "pretrained": False, "input_size": [96], "epochs": None, "patience": 6,
         "val_fraction": None, "lr": None, "loss": "mse", "init_from": "auto", "feature_models": [],
-        "agreement_channel": False, "fold_ensemble": False, "critic_head": "boost", "critic_tta": 1, "batch_size": 16,
+        "agreement_channel": False, "fold_ensemble": False, "critic_head": "blend", "critic_tta": 1, "batch_size": 16,
         "features": None, "include_train_cases": False, "failure_threshold": None, "seed": 0,
     }
 
@@ -116,7 +116,7 @@ def test_training_defaults_per_framework():
 
 def test_cli_choices_are_the_stage_choices():
     from uqseg_cli.cli.score import CRITIC_HEADS, Loss, Target
-    from uqseg_cli.quality.scoring import CRITIC_HEADS as STAGE_CRITIC_HEADS
+    from uqseg_cli.quality.critic_head import CRITIC_HEADS as STAGE_CRITIC_HEADS
 
     assert typing.get_args(Target) == TARGETS
     assert typing.get_args(Loss) == LOSSES

@@ -30,7 +30,7 @@ from uqseg_cli.stages.device import resolve_device
 
 Target = Literal["dice", "iou"]  # = metrics.overlap.TARGETS (tested)
 Loss = Literal["mse", "huber", "mse+pearson"]  # = quality.training.LOSSES (tested)
-CRITIC_HEADS = ("boost", "mean")  # = quality.scoring.CRITIC_HEADS (tested)
+CRITIC_HEADS = ("blend", "boost", "mean")  # = quality.critic_head.CRITIC_HEADS (tested)
 
 
 def score(
@@ -158,10 +158,12 @@ def score(
         typer.Option(
             "--critic-head",
             autocompletion=complete_list(CRITIC_HEADS),
-            help="Regressor of the critic framework: boost (aggregated + critic features) or mean (its mean with a "
-            "boost on the aggregated features alone: steadier under a change of acquisition, lower in-site R²).",
+            help="Regressor of the critic framework, on the aggregated + critic features: blend (mean of boosted "
+            "trees and a ridge regression; best held out on ISIC and PH2), boost (the trees alone) or mean (the "
+            "trees' mean with trees on the aggregated features alone: steadier under a change of acquisition, "
+            "lower in-site R²).",
         ),
-    ] = "boost",
+    ] = "blend",
     critic_tta: Annotated[
         int,
         typer.Option(

@@ -59,10 +59,10 @@ def describe_quality_model(path: Path) -> dict:
         d["models"] = sorted((loaded.get("arrays") or {}).keys())
     elif meta.framework == "critic":
         from uqseg_cli.quality.critic import critic_arch
+        from uqseg_cli.quality.critic_head import HEAD_TEXT, critic_head_of
 
         tta = int(meta.critic_tta or 1)
-        heads = "mean of two gradient-boosted regressions (with and without the critic features)" if (
-            "boost_features" in (loaded.get("arrays") or {})) else "gradient-boosted regression"
+        heads = HEAD_TEXT[critic_head_of(loaded.get("arrays") or {})]
         d["architecture"] = (f"{meta.critics} critics {critic_arch(meta)} (one per fold; mean of their features; "
                              f"{tta} symmetr{'y' if tta == 1 else 'ies'} each) + {heads}")
         d["parameters"] = int(sum(int(t.numel()) for t in state.values()))

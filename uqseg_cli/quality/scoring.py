@@ -31,6 +31,14 @@ from uqseg_cli.quality.critic import (
     reference_grid,
     tta_transforms,
 )
+from uqseg_cli.quality.critic_head import (
+    CRITIC_HEADS,
+    HEAD_DETAIL,
+    HEAD_MODELS,
+    critic_head_of,
+    fit_critic_head,
+    predict_critic_head,
+)
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import (
     fit_baseline,
@@ -372,7 +380,7 @@ def predict_critic_framework(
     cfg: FitConfig,
     device,
     progress=None,
-    head: str = "boost",
+    head: str = "blend",
     tta: int = 1,
 ) -> Prediction:
     """Critic framework (quality/critic.py): one critic per fold, fitted on the other folds' reference masks, gives
@@ -417,42 +425,8 @@ def predict_critic_framework(
         m, features=[*meta.features, *CRITIC_FEATURES], critics=k_folds, training={"critics": records},
         train_cases=[batch.case_ids[i] for i in lab],
     )
-    regressor = "mean of two boosts" if head == "mean" else "boost"
-    return Prediction("critic", pred, split, detail=f"{k_folds} critics {critic_arch(meta)} + {regressor}",
+    return Prediction("critic", pred, split, detail=f"{k_folds} critics {critic_arch(meta)} + {HEAD_DETAIL[head]}",
                       model_meta=m, arrays=heads, state_dict=critics_state(critics))
-
-
-CRITIC_HEADS = ("boost", "mean")
-"""The critic framework's regressors (``--critic-head``): ``boost`` on the aggregated + critic features (default), or
-the ``mean`` of it and a boost on the aggregated features alone."""
-
-
-def fit_critic_head(x_features: np.ndarray, z_critic: np.ndarray, y: np.ndarray, seed: int,
-                    head: str = "boost") -> dict[str, dict]:
-    """The critic framework's regressor: ``boost``, boosted trees on the aggregated features ``(n, F)`` + the critic
-    features ``(n, 4)``; with ``head="mean"`` also ``boost_features`` on the aggregated features alone, and
-    :func:`predict_critic_head` averages the two. Targets ``y`` ``(n,)``.
-
-    Why a mean can help: a critic learns the annotation style of the masks it saw, so under a change of acquisition
-    its features shift more than the aggregated ones and the mean moves half as far. Measured (docs/quality.md):
-    with critics trained 16 epochs it raised PH2 Pearson 0.81 → 0.85 for ≤ 0.01 held-out ISIC R²; with 32 epochs
-    (3 seeds) PH2 r 0.84 → 0.87 for 0.03 of held-out ISIC R² (0.724 → 0.698), hence ``boost`` by default and
-    ``mean`` for a change of site."""
-    if head not in CRITIC_HEADS:
-        raise ValueError(f"critic head must be one of {CRITIC_HEADS}, got {head!r}")
-    out = {"boost": fit_feature_model("boost", np.hstack([x_features, z_critic]), y, seed)}
-    if head == "mean":
-        out["boost_features"] = fit_feature_model("boost", x_features, y, seed)
-    return out
-
-
-def predict_critic_head(heads: dict, x_features: np.ndarray, z_critic: np.ndarray) -> np.ndarray:
-    """Predicted quality ``(n,)`` of :func:`fit_critic_head`'s models: ``boost``, or the mean of ``boost`` and
-    ``boost_features`` when the file holds both."""
-    p = predict_feature_model("boost", heads["boost"], np.hstack([x_features, z_critic]))
-    if "boost_features" not in heads:
-        return p
-    return 0.5 * (p + predict_feature_model("boost", heads["boost_features"], x_features))
 
 
 def predict_critic_loaded(batch: Batch, x_raw: torch.Tensor, meta: QualityMeta, critics: Sequence[torch.nn.Module],
@@ -547,7 +521,10 @@ __all__ = [
     "CNN_MIN_LABELLED",
     "Batch",
     "CRITIC_HEADS",
+    "HEAD_DETAIL",
+    "HEAD_MODELS",
     "beats_baseline",
+    "critic_head_of",
     "ALL_METHODS",
     "COMBINED",
     "Prediction",

@@ -28,6 +28,7 @@ from uqseg_cli.progress import FitProgress, Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
 from uqseg_cli.quality.combined import CombinedStats
 from uqseg_cli.quality.critic import critic_arch, load_critics
+from uqseg_cli.quality.critic_head import CRITIC_HEADS, HEAD_DETAIL, critic_head_of
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
 from uqseg_cli.quality.meta import QualityMeta
@@ -37,7 +38,6 @@ from uqseg_cli.quality.scoring import (
     ALL_METHODS,
     CNN_MIN_LABELLED,
     COMBINED,
-    CRITIC_HEADS,
     Batch,
     Prediction,
     cnn_meta,
@@ -109,7 +109,7 @@ class ScoreOptions:
     feature_models: list[str] = option(factory=list, config=True)
     agreement_channel: bool = option(False, config=True)
     fold_ensemble: bool = option(False, config=True)  # new cases: mean of the K fold CNNs and the final one
-    critic_head: str = option("boost", config=True)  # scoring.CRITIC_HEADS
+    critic_head: str = option("blend", config=True)  # scoring.CRITIC_HEADS
     critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
     features: Path | None = option(None, config=True)  # a long feature table of `aggregate` instead of computing it
@@ -559,12 +559,13 @@ def predict_loaded(sf: StageFile, batch: Batch, loaded: dict, dev, batch_size: i
         return preds
     try:  # the weights first, then the inputs (a damaged file fails at once)
         nets = (load_critics if meta.framework == "critic" else load_quality_models)(meta, loaded["state_dict"])
-    except RuntimeError as exc:
+        head = critic_head_of(loaded["arrays"]) if meta.framework == "critic" else None
+    except (RuntimeError, ValueError) as exc:
         raise InputError(f"{path}: weights do not match the model described in it: {exc}") from None
     x_raw = read_raw(sf, batch.case_ids, meta, "score: inputs", quiet)
     if meta.framework == "critic":
         pred = predict_critic_loaded(batch, x_raw, meta, nets, loaded["arrays"], batch_size, dev)
-        return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.critics} critics")]
+        return [Prediction(meta.framework, pred, split, detail=f"loaded {meta.critics} critics + {HEAD_DETAIL[head]}")]
     # the final model, then a fold ensemble's fold models
     x, z = standardize(x_raw, meta), standardize_extra(hybrid_features(batch, meta), meta)
     pred = sum(predict_cnn(net.to(dev), x, batch_size, dev, z=z) for net in nets) / len(nets)
