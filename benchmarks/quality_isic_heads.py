@@ -9,8 +9,9 @@ critics give the ``fit`` cases their out-of-fold critic features again (critic k
 2. **held out**: each head is refitted on all fit cases (``quality.critic_head.fit_critic_head``, the function
    ``score`` uses), written with the run's critics as ``runs/<run>-<head>-s<seed>/quality.pt`` and applied unchanged
    to ``test`` and PH2 by ``uqseg score --model``; its rows go to ``results/run-<run>-<head>-s<seed>.csv`` for
-   ``quality_isic.py table``. The head the run was fitted with must come back with the saved arrays bit for bit
-   (checked), so the held-out numbers are those ``score`` would give with ``--critic-head <head>``.
+   ``quality_isic.py table``. The head the run was fitted with must come back from these features with the saved
+   arrays bit for bit (checked first), so the held-out numbers are those ``score`` would give with
+   ``--critic-head <head>``.
 
     python benchmarks/quality_isic_heads.py --work /tmp/isic --run critic --seeds 0 1 2
 """
@@ -100,15 +101,14 @@ def main() -> None:
     for seed in args.seeds:
         src = work / "runs" / f"{args.run}-s{seed}"
         obj, xa, z, y, folds = fit_part(work, src, seed)
-        own = critic_head_of(obj["arrays"])
+        own = critic_head_of(obj["arrays"])  # the run's own head must come back exactly from these features
+        for name, st in fit_critic_head(xa, z, y, seed, own).items():
+            for k, v in st.items():
+                if not np.array_equal(v, obj["arrays"][name][k]):
+                    raise SystemExit(f"{src}: the refitted {own} head differs from the saved one ({name}.{k})")
         cv_rows += select(xa, z, y, seed, args.heads)
         for head in args.heads:
             arrays = fit_critic_head(xa, z, y, seed, head)
-            if head == own:  # the run's own head must come back exactly
-                for name, st in arrays.items():
-                    for k, v in st.items():
-                        if not np.array_equal(v, obj["arrays"][name][k]):
-                            raise SystemExit(f"{src}: refitted {head} head differs from the saved one ({name}.{k})")
             out = work / "runs" / f"{args.run}-{head}-s{seed}"
             out.mkdir(parents=True, exist_ok=True)
             save_quality_model(out / "quality.pt", obj["meta"], arrays=arrays, state_dict=obj["state_dict"])
