@@ -22,10 +22,10 @@ input channels, thresholded at 0.5 after resampling) give :data:`CRITIC_FEATURES
 - ``critic/entropy``: mean binary entropy (nats) of ``p_fg = 1 - p_0`` over the voxels the critic or ``S`` call
   foreground (0 when there are none).
 
-They join the method's aggregated features in a gradient-boosted regressor (``quality/features.py``, ``boost``)
-fitted on out-of-fold critic features (``scoring.fit_critic_head``), so the critic's answer is calibrated to Dice;
-``--critic-head mean`` averages it with one on the aggregated features alone, so a change of acquisition that
-shifts the critic moves the prediction half as far.
+They join the method's aggregated features in a regressor (``quality/critic_head.py``; by default the mean of
+boosted trees and a ridge regression) fitted on out-of-fold critic features (``scoring.predict_critic_framework``),
+so the critic's answer is calibrated to Dice; ``--critic-head mean`` averages boosted trees with trees on the
+aggregated features alone, so a change of acquisition that shifts the critic moves the prediction half as far.
 """
 
 from __future__ import annotations
