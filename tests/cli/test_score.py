@@ -309,20 +309,20 @@ def test_critic_cross_fits_saves_and_predicts_the_same_when_loaded(folder, monke
     code, _, err = run(monkeypatch, capsys, "score", *crit, "--cv", "3", "-o", "d.csv", "--save-model", "qd.pt")
     assert code == 0, err
     assert pd.read_csv(folder / "d.summary.csv").set_index("framework").loc["critic", "detail"] == (
-        "3 critics fpn-resnet18 + boost + ridge")
+        "3 critics fpn-resnet18 + boost + ridge on critic features")
     obj = torch.load(folder / "qd.pt", weights_only=True)
-    assert set(obj["arrays"]) == {"boost", "linear"}
+    assert set(obj["arrays"]) == {"boost", "linear_critic"}
     code, out, _ = run(monkeypatch, capsys, "info", "qd.pt")
-    assert code == 0 and "mean of a gradient-boosted and a ridge regression" in out
+    assert code == 0 and "mean of a gradient-boosted regression and a ridge regression on the critic features" in out
     code, _, err = run(monkeypatch, capsys, "score", "--model", "qd.pt", "-o", "d2.csv")
     assert code == 0, err
     assert pd.read_csv(folder / "d2.summary.csv").set_index("framework").loc["critic", "detail"] == (
-        "loaded 3 critics + boost + ridge")
+        "loaded 3 critics + boost + ridge on critic features")
     fit = pd.read_csv(folder / "d.csv").query("split == 'test' and framework == 'critic'").set_index("case")
     again = pd.read_csv(folder / "d2.csv").query("framework == 'critic'").set_index("case")
     np.testing.assert_allclose(again.loc[fit.index, "predicted_dice"], fit.predicted_dice, rtol=0, atol=1e-9)
     # regressor arrays that are no head: one line, exit 2, before any input is read
-    obj["arrays"]["forest"] = obj["arrays"].pop("linear")
+    obj["arrays"]["forest"] = obj["arrays"].pop("linear_critic")
     torch.save(obj, folder / "qbad.pt")
     code, _, err = run(monkeypatch, capsys, "score", "--model", "qbad.pt", "-o", "b.csv")
     assert code == 2 and "qbad.pt: weights do not match the model described in it: critic regressor models " in err

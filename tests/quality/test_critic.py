@@ -202,15 +202,15 @@ def test_cross_fitting_is_honest(monkeypatch) -> None:
     np.testing.assert_array_equal(scoring.predict_critic_head(b.arrays, xa[n_lab:], z),
                                   predict_feature_model("boost", p.arrays["boost"], np.hstack([xa[n_lab:], z])))
     np.testing.assert_array_equal(b.predicted[n_lab:], scoring.predict_critic_head(b.arrays, xa[n_lab:], z))
-    # the default (blend) adds a ridge regression on the same features and averages the two, cross-fitted too
+    # the default (blend) adds a ridge regression on the critic features alone and averages the two
     seen.clear()
     d = scoring.predict_critic_framework(batch, x_raw, masks, meta, folds, FitConfig(), "cpu")
-    assert set(d.arrays) == {"boost", "linear"} and d.detail.endswith("+ boost + ridge")
+    assert set(d.arrays) == {"boost", "linear_critic"} and d.detail.endswith("+ boost + ridge on critic features")
     both = np.hstack([xa[n_lab:], z])
     np.testing.assert_array_equal(predict_feature_model("boost", d.arrays["boost"], both),
                                   predict_feature_model("boost", p.arrays["boost"], both))
     np.testing.assert_allclose(d.predicted[n_lab:], 0.5 * (predict_feature_model("boost", d.arrays["boost"], both)
-                               + predict_feature_model("linear", d.arrays["linear"], both)), rtol=0, atol=1e-12)
+                               + predict_feature_model("linear", d.arrays["linear_critic"], z)), rtol=0, atol=1e-12)
     assert np.corrcoef(d.predicted[:n_lab], target[:n_lab])[0, 1] > 0.95
     with pytest.raises(ValueError, match="critic head"):
         scoring.fit_critic_head(xa[:n_lab], np.zeros((n_lab, 4)), target[:n_lab], 0, head="median")
@@ -273,7 +273,8 @@ def test_critic_features_use_the_models_tta() -> None:
 
 def test_blend_head_is_the_mean_of_sklearn_boosted_trees_and_ridge():
     """The blend head against scikit-learn fitted directly: median imputation, then GradientBoostingRegressor (the
-    features module's settings) and StandardScaler + RidgeCV; each clipped to [0, 1], then averaged."""
+    features module's settings) on the aggregated + critic features, StandardScaler + RidgeCV on the critic features
+    alone; each clipped to [0, 1], then averaged."""
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import RidgeCV
@@ -294,7 +295,7 @@ def test_blend_head_is_the_mean_of_sklearn_boosted_trees_and_ridge():
         random_state=5))
     ridge = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
     want = 0.5 * (np.clip(gb.fit(x[:90], y[:90]).predict(x[90:]), 0, 1)
-                  + np.clip(ridge.fit(x[:90], y[:90]).predict(x[90:]), 0, 1))
+                  + np.clip(ridge.fit(z[:90], y[:90]).predict(z[90:]), 0, 1))
     np.testing.assert_allclose(predict_critic_head(heads, xa[90:], z[90:]), want, rtol=0, atol=1e-6)
     assert critic_head_of(fit_critic_head(xa[:90], z[:90], y[:90], 5, head="boost")) == "boost"
     assert critic_head_of(fit_critic_head(xa[:90], z[:90], y[:90], 5, head="mean")) == "mean"

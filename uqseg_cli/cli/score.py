@@ -158,10 +158,10 @@ def score(
         typer.Option(
             "--critic-head",
             autocompletion=complete_list(CRITIC_HEADS),
-            help="Regressor of the critic framework, on the aggregated + critic features: blend (mean of boosted "
-            "trees and a ridge regression; best held out on ISIC and PH2), boost (the trees alone) or mean (the "
-            "trees' mean with trees on the aggregated features alone: steadier under a change of acquisition, "
-            "lower in-site R²).",
+            help="Regressor of the critic framework, built on boosted trees on the aggregated + critic features: "
+            "blend (their mean with a ridge regression on the critic features; best in-site), boost (the trees "
+            "alone) or mean (their mean with trees on the aggregated features alone: steadier under a change of "
+            "acquisition, lower in-site R²).",
         ),
     ] = "blend",
     critic_tta: Annotated[
