@@ -31,14 +31,7 @@ from uqseg_cli.quality.critic import (
     reference_grid,
     tta_transforms,
 )
-from uqseg_cli.quality.critic_head import (
-    CRITIC_HEADS,
-    HEAD_DETAIL,
-    HEAD_MODELS,
-    critic_head_of,
-    fit_critic_head,
-    predict_critic_head,
-)
+from uqseg_cli.quality.critic_head import HEAD_DETAIL, fit_critic_head, predict_critic_head
 from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import (
     fit_baseline,
@@ -520,11 +513,7 @@ def make_folds(batch: Batch, cv: int, seed: int) -> np.ndarray | None:
 __all__ = [
     "CNN_MIN_LABELLED",
     "Batch",
-    "CRITIC_HEADS",
-    "HEAD_DETAIL",
-    "HEAD_MODELS",
     "beats_baseline",
-    "critic_head_of",
     "ALL_METHODS",
     "COMBINED",
     "Prediction",

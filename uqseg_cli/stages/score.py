@@ -109,7 +109,7 @@ class ScoreOptions:
     feature_models: list[str] = option(factory=list, config=True)
     agreement_channel: bool = option(False, config=True)
     fold_ensemble: bool = option(False, config=True)  # new cases: mean of the K fold CNNs and the final one
-    critic_head: str = option("blend", config=True)  # scoring.CRITIC_HEADS
+    critic_head: str = option("blend", config=True)  # critic_head.CRITIC_HEADS
     critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
     features: Path | None = option(None, config=True)  # a long feature table of `aggregate` instead of computing it
