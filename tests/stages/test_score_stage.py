@@ -109,7 +109,7 @@ def test_training_defaults_per_framework():
     o = score.ScoreOptions()
     cnn, critic = o.fit_config("seg-unc"), o.fit_config("critic")
     assert (cnn.epochs, cnn.val_fraction, cnn.lr) == (30, 0.2, 1e-3)
-    assert (critic.epochs, critic.val_fraction, critic.lr) == (32, 0.0, 5e-4)
+    assert (critic.epochs, critic.val_fraction, critic.lr) == (48, 0.0, 5e-4)
     given = score.ScoreOptions(epochs=3, val_fraction=0.1, lr=0.01).fit_config("critic")
     assert (given.epochs, given.val_fraction, given.lr) == (3, 0.1, 0.01)  # what the user gives wins
 

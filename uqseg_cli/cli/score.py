@@ -105,7 +105,7 @@ def score(
         typer.Option("--input-size", help="CNN input grid, e.g. 128 or 192x256 (default: 128 (2D), 64 (3D))."),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Most epochs per fit. (default: 30; critic 32)")
+        int | None, typer.Option("--epochs", min=1, help="Most epochs per fit. (default: 30; critic 48)")
     ] = None,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Early stopping: epochs without progress.")] = 6,
     val_fraction: Annotated[
