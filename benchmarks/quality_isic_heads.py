@@ -77,11 +77,11 @@ def select(xa, z, y, seed: int, heads) -> list[dict]:
     """Cross-validation of each head over the fit cases alone (5 folds, 3 repeats)."""
     rows = []
     for rep in range(3):
+        folds = np.empty(len(y), dtype=int)
+        for f, (_, te) in enumerate(KFold(5, shuffle=True, random_state=100 * seed + rep).split(xa)):
+            folds[te] = f
         for head in heads:
-            p = np.zeros(len(y))
-            for tr, te in KFold(5, shuffle=True, random_state=100 * seed + rep).split(xa):
-                p[te] = predict_critic_head(fit_critic_head(xa[tr], z[tr], y[tr], seed, head), xa[te], z[te])
-            s = regression_summary(y, p)
+            s = regression_summary(y, out_of_fold(xa, z, y, folds, seed, head))
             rows.append({"seed": seed, "repeat": rep, "head": head, **{k: s[k] for k in METRICS}})
     return rows
 
