@@ -63,8 +63,12 @@ def write_chain(
     train_ids: tuple[str, ...] = (),
     methods: tuple[str, ...] = ("tta",),
     prefix: str = "case",
+    votes: bool = False,
 ) -> dict[str, dict]:
-    """Write ``predict.h5``, ``samples.h5`` and ``uncertainty.h5`` into ``folder``; returns the case arrays."""
+    """Write ``predict.h5``, ``samples.h5`` and ``uncertainty.h5`` into ``folder``; returns the case arrays.
+
+    ``votes``: ``samples.h5`` also holds each method's vote counts ``(2, *shape)`` uint16 of T = 4 sampled
+    segmentations (the segmentation shifted by -1..2 voxels along the first axis; case key ``samples``)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     ids = [f"{prefix}{i:02d}" for i in range(n)]
@@ -101,6 +105,10 @@ def write_chain(
                 gm = g.create_group(m)
                 write_array(gm, "volumes", c["volumes"])
                 gm.attrs["T"] = 4
+                if votes:
+                    c["samples"] = np.stack([np.roll(c["segmentation"], s, axis=0) for s in (-1, 0, 1, 2)])
+                    fg = c["samples"].sum(axis=0).astype(np.uint16)
+                    write_array(gm, "votes", np.stack([4 - fg, fg]))
             g.attrs["complete"] = True
     with h5py.File(folder / "uncertainty.h5", "w") as f:
         root(f, "uncertainty", "samples.h5", fps["samples"])

@@ -153,6 +153,15 @@ def score(
             "(docs/quality.md).",
         ),
     ] = False,
+    vote_level_pairs: Annotated[
+        bool,
+        typer.Option(
+            "--vote-level-pairs/--no-vote-level-pairs",
+            help="Train seg-unc/img-seg-unc CNNs also on the consensus levels of the method's T samples (voxels "
+            "where at least k of them call foreground, k = 1..T), each with its own Dice against the reference: "
+            "one more pair per training case and epoch (twice the fit). (default: off)",
+        ),
+    ] = False,
     critic_head: Annotated[
         str,
         typer.Option(
@@ -226,7 +235,8 @@ def score(
         frameworks=split_list(framework), target=target, model=model, save_model=save_model, cv=cv,
         backbone=backbone, pretrained=pretrained, input_size=input_size, epochs=epochs, patience=patience,
         val_fraction=val_fraction, lr=lr, loss=loss, init_from=init_from, feature_models=split_list(feature_models),
-        agreement_channel=agreement_channel, fold_ensemble=fold_ensemble, critic_head=critic_head,
+        agreement_channel=agreement_channel, fold_ensemble=fold_ensemble, vote_level_pairs=vote_level_pairs,
+        critic_head=critic_head,
         critic_tta=critic_tta, batch_size=batch_size, features=features,
         include_train_cases=include_train_cases, failure_threshold=failure_threshold, seed=seed,
         overwrite=overwrite, device=device, threads=threads,

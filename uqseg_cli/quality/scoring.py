@@ -40,6 +40,7 @@ from uqseg_cli.quality.features import (
     predict_feature_model,
 )
 from uqseg_cli.quality.inputs import IMAGE_FRAMEWORKS, channel_names, channel_stats, raw_inputs, standardize
+from uqseg_cli.quality.level_pairs import LevelPairs
 from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import FOLD_PREFIX, prefixed_state
 from uqseg_cli.quality.regions import AGREEMENT_REGIONS, REGIONS, SHAPE_REGIONS, VOLUME_REGIONS, feature_matrix
@@ -291,6 +292,7 @@ def predict_cnn_framework(
     log: Callable[[str], None] | None = None,
     progress=None,
     fold_ensemble: bool = False,
+    pairs: LevelPairs | None = None,
 ) -> Prediction:
     """CNN framework: cross-fitted out-of-fold predictions (when ``folds``) and a final model on all labelled.
 
@@ -298,7 +300,8 @@ def predict_cnn_framework(
     the final model would find on its own), and with ``fold_ensemble`` every other case gets the mean of the K fold
     models' and the final model's predictions (the fold models are kept in ``Prediction.state_dict`` under
     ``fold<k>.``); otherwise the final model's alone. ``progress`` (a :class:`uqseg_cli.progress.FitProgress`)
-    hears every epoch and every finished fit."""
+    hears every epoch and every finished fit. ``pairs`` (``case``: rows of ``x_raw``): vote-level pairs, each model
+    training on those of its own training cases."""
     y = batch.target
     lab, split = _splits(batch, folds)
     rest = np.flatnonzero(split != "oof")
@@ -326,7 +329,7 @@ def predict_cnn_framework(
             name = f"{tag} fold {f + 1}/{int(folds.max()) + 1}"
             hook = (lambda e, n: progress.epoch(name, e, n)) if progress is not None else None
             model, m = fit_cnn(x_raw[lab[train]], y[lab[train]], meta, c, device=device, z_raw=sub(lab[train]),
-                               on_epoch=hook)
+                               on_epoch=hook, pairs=None if pairs is None else pairs.subset(lab[train]))
             if progress is not None:
                 progress.done(name, _fit_line(m, time.perf_counter() - t0))
             elif log:
@@ -343,7 +346,8 @@ def predict_cnn_framework(
     c = FitConfig(**{**cfg.__dict__, "seed": fold_seed(cfg.seed, "final", tag)})
     t0 = time.perf_counter()
     hook = (lambda e, n: progress.epoch(f"{tag} final model", e, n)) if progress is not None else None
-    model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device, z_raw=sub(lab), on_epoch=hook)
+    model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device, z_raw=sub(lab), on_epoch=hook,
+                       pairs=None if pairs is None else pairs.subset(lab))
     if progress is not None:
         progress.done(f"{tag} final model", _fit_line(m, time.perf_counter() - t0))
     elif log:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from uqseg_cli.quality.inputs import channel_stats, standardize
+from uqseg_cli.quality.level_pairs import LevelPairs
 from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import QualityRegressor, create_quality_model, init_from_segmenter
 
@@ -137,11 +138,13 @@ def train_early_stopping(
     validate: Callable[[], float],
     log_epoch: Callable[[int, float, float], None] | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
+    epoch_extra: Callable[[], np.ndarray] | None = None,
 ) -> tuple[float, int, int]:
     """The training loop of the quality CNNs and critics: AdamW (``cfg.lr``, ``cfg.weight_decay``), cosine
     schedule over ``cfg.epochs``, batches of ``cfg.batch_size`` training indices ``tr`` in a ``gen`` order
     (``batch_loss(idx)`` gives a batch's loss; a batch of one is skipped, BatchNorm cannot train on it), and after
-    each epoch ``validate()`` (lower is better; the epoch's mean training loss when ``va`` is empty). Stops
+    each epoch ``validate()`` (lower is better; the epoch's mean training loss when ``va`` is empty);
+    ``epoch_extra()``, when given, adds its indices to the epoch's training indices (drawn anew each epoch). Stops
     ``cfg.patience`` epochs after the best one and leaves the model at its best epoch, in eval mode.
 
     Returns ``(best value, best epoch (1-based), epochs run)``."""
@@ -151,7 +154,8 @@ def train_early_stopping(
     epochs_run = 0
     for epoch in range(cfg.epochs):
         model.train()
-        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        ids = tr if epoch_extra is None else np.concatenate([tr, epoch_extra()])
+        perm = ids[torch.randperm(len(ids), generator=gen).numpy()]
         total, count = 0.0, 0
         for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
@@ -189,6 +193,7 @@ def fit_cnn(
     log: Callable[[str], None] | None = None,
     z_raw: np.ndarray | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
+    pairs: LevelPairs | None = None,
 ) -> tuple[QualityRegressor, QualityMeta]:
     """Fit a regressor on raw inputs ``x_raw`` ``(N, C, *input_size)`` and targets ``y`` ``(N,)`` in [0, 1].
 
@@ -197,6 +202,9 @@ def fit_cnn(
     already has them (the members of a fold ensemble share one set), ``init_tensors_from_segmenter``
     when ``cfg.init_state`` is given, and the training record (epochs, best epoch, validation MSE). Deterministic
     for a given ``cfg.seed`` on CPU.
+
+    ``pairs`` (:mod:`~uqseg_cli.quality.level_pairs`, ``case`` indexing the rows of ``x_raw``): every epoch each
+    training case with pairs adds one of them, drawn at random, to the epoch; validation sees the cases alone.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -218,11 +226,16 @@ def fit_cnn(
         meta = dataclasses.replace(meta, init_tensors_from_segmenter=n)
     model = model.to(device)
     model.init_output(float(yt[tr].mean()))
+    rows, y_all, draw, n_pairs = x.__getitem__, yt, None, 0
+    if pairs is not None and len(pairs):
+        if z is not None:
+            raise ValueError("vote-level pairs replace the segmentation, which a hybrid model's features describe")
+        rows, y_all, draw, n_pairs = _with_pairs(x, yt, pairs, tr, meta, gen)
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
-        xb = augment_batch(x[idx], gen) if cfg.augment else x[idx]
+        xb = augment_batch(rows(idx), gen) if cfg.augment else rows(idx)
         pred = model(xb.to(device), z[idx].to(device) if z is not None else None)
-        return regression_loss(pred, yt[idx].to(device), cfg.loss)
+        return regression_loss(pred, y_all[idx].to(device), cfg.loss)
 
     def val_mse() -> float:
         zv = z[va] if z is not None else None
@@ -233,7 +246,7 @@ def fit_cnn(
             log(f"epoch {epoch + 1}/{cfg.epochs}: train MSE {train:.5f}, validation MSE {val:.5f}")
 
     best, best_epoch, epochs_run = train_early_stopping(model, tr, va, cfg, gen, batch_loss, val_mse, log_epoch,
-                                                        on_epoch)
+                                                        on_epoch, epoch_extra=draw)
     training = {
         "epochs_run": epochs_run,
         "best_epoch": best_epoch,
@@ -246,4 +259,35 @@ def fit_cnn(
         "seed": cfg.seed,
         "loss": cfg.loss,
     }
+    if n_pairs:
+        training["vote_level_pairs"] = n_pairs
     return model, dataclasses.replace(meta, training=training)
+
+
+def _with_pairs(x: torch.Tensor, y: torch.Tensor, pairs: LevelPairs, tr: np.ndarray, meta: QualityMeta,
+                gen: torch.Generator):
+    """Index space of the cases ``0..N-1`` and their pairs ``N..N+M-1``: ``(rows(idx) -> standardised inputs,
+    targets (N+M,), draw() -> one pair per training case with pairs, pairs of training cases)``."""
+    n = x.shape[0]
+    seg_idx = torch.tensor([i for i, c in enumerate(meta.channels) if c.startswith("seg:")])
+    mean = torch.tensor(meta.channel_mean, dtype=x.dtype)[seg_idx].reshape(1, -1, *[1] * (x.ndim - 2))
+    std = torch.tensor(meta.channel_std, dtype=x.dtype)[seg_idx].reshape(1, -1, *[1] * (x.ndim - 2))
+    seg = (pairs.seg.to(x.dtype) - mean) / std
+    y_all = torch.cat([y, torch.as_tensor(pairs.target, dtype=y.dtype)])
+    keep = np.isin(pairs.case, tr)
+    groups = [n + np.flatnonzero(keep & (pairs.case == c)) for c in np.unique(pairs.case[keep])]
+
+    def rows(idx: np.ndarray) -> torch.Tensor:
+        idx = np.asarray(idx)
+        extra = np.flatnonzero(idx >= n)
+        if not len(extra):
+            return x[idx]
+        xb = x[np.where(idx >= n, pairs.case[np.clip(idx - n, 0, None)], idx)].clone()
+        xb[torch.as_tensor(extra)[:, None], seg_idx[None, :]] = seg[idx[extra] - n]
+        return xb
+
+    def draw() -> np.ndarray:
+        u = torch.rand(len(groups), generator=gen).numpy()
+        return np.array([g[int(f * len(g))] for g, f in zip(groups, u, strict=True)], dtype=np.int64)
+
+    return rows, y_all, draw, int(keep.sum())

@@ -31,6 +31,7 @@ from uqseg_cli.quality.critic import critic_arch, load_critics
 from uqseg_cli.quality.critic_head import CRITIC_HEADS, HEAD_DETAIL, critic_head_of
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
+from uqseg_cli.quality.level_pairs import LevelPairs, read_level_pairs
 from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import load_quality_models
 from uqseg_cli.quality.regions import RegionParams, collect_features
@@ -78,6 +79,7 @@ epochs (as segmenters do): early stopping on a 20 % validation part stopped two 
 held-out R² on ISIC 2017; 32 epochs instead of 16 raised every one of five critics' held-out Pearson by 0.03–0.05
 and the framework's held-out R² from 0.66 to 0.72 (3 seeds), and 48 instead of 32 raised it 0.726 → 0.736 (boost
 head) and 0.739 → 0.751 (blend), PH2 Pearson 0.834 → 0.856 (seed 0; docs/quality.md)."""
+PAIR_FRAMEWORKS = ("seg-unc", "img-seg-unc")  # --vote-level-pairs: the CNNs without the features of the scored mask
 INIT_FROM = ("auto", "none")  # or the path of a segmenter checkpoint
 MEASURE_CHOICES = (COMBINED, "all")  # besides the measures of the file
 
@@ -110,6 +112,7 @@ class ScoreOptions:
     feature_models: list[str] = option(factory=list, config=True)
     agreement_channel: bool = option(False, config=True)
     fold_ensemble: bool = option(False, config=True)  # new cases: mean of the K fold CNNs and the final one
+    vote_level_pairs: bool = option(False, config=True)  # extra training pairs (quality/level_pairs.py)
     critic_head: str = option("blend", config=True)  # critic_head.CRITIC_HEADS
     critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
@@ -164,6 +167,7 @@ class ScoreOptions:
 APPLIES_TO = (
     (("critic",), ("critic_head", "critic_tta")),
     (("seg-unc", "img-seg-unc", "hybrid"), ("loss", "agreement_channel", "fold_ensemble")),
+    (PAIR_FRAMEWORKS, ("vote_level_pairs",)),
     (("seg-unc", "img-seg-unc", "hybrid", "critic"),
      ("backbone", "pretrained", "input_size", "epochs", "patience", "val_fraction", "lr", "init_from")),
 )
@@ -425,8 +429,12 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
         )
         save_quality_model(path, p.model_meta, arrays=p.arrays, state_dict=p.state_dict)
         return p
+    pairs = None
+    if options.vote_level_pairs and framework in PAIR_FRAMEWORKS:
+        rows = np.flatnonzero(batch.labelled)
+        pairs = read_pairs(sf, [ok_ids[i] for i in rows], rows, meta, target, report.quiet)
     p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev, log=None if report.quiet else (lambda s: log(s)),
-                              progress=fitprog, fold_ensemble=options.fold_ensemble)
+                              progress=fitprog, fold_ensemble=options.fold_ensemble, pairs=pairs)
     p.model_meta = dataclasses.replace(p.model_meta, segmenter=segmenter_info(sf))
     save_quality_model(path, p.model_meta, p.model, state_dict=p.state_dict)
     return p
@@ -437,6 +445,17 @@ def read_raw(sf: StageFile, case_ids: list[str], meta: QualityMeta, label: str, 
     prog = Progress(len(case_ids), label, quiet=quiet)
     try:
         return load_raw(sf, case_ids, meta, prog)
+    except CaseError as exc:
+        raise InputError(str(exc)) from None
+    finally:
+        prog.close()
+
+
+def read_pairs(sf: StageFile, case_ids: list[str], rows, meta: QualityMeta, target: str, quiet: bool) -> LevelPairs:
+    """The vote-level pairs of the labelled cases (a case without vote counts stops the run with one line)."""
+    prog = Progress(len(case_ids), f"score: vote-level pairs {meta.method}", quiet=quiet)
+    try:
+        return read_level_pairs(sf, case_ids, rows, meta, target, prog)
     except CaseError as exc:
         raise InputError(str(exc)) from None
     finally:
