@@ -236,8 +236,7 @@ def score(
         backbone=backbone, pretrained=pretrained, input_size=input_size, epochs=epochs, patience=patience,
         val_fraction=val_fraction, lr=lr, loss=loss, init_from=init_from, feature_models=split_list(feature_models),
         agreement_channel=agreement_channel, fold_ensemble=fold_ensemble, vote_level_pairs=vote_level_pairs,
-        critic_head=critic_head,
-        critic_tta=critic_tta, batch_size=batch_size, features=features,
+        critic_head=critic_head, critic_tta=critic_tta, batch_size=batch_size, features=features,
         include_train_cases=include_train_cases, failure_threshold=failure_threshold, seed=seed,
         overwrite=overwrite, device=device, threads=threads,
     )

@@ -9,9 +9,9 @@ The distinct levels that differ from the scored segmentation are the case's extr
 ``seg:<c>`` channels replaced by the level's, and the level's own Dice (or IoU) as the target. The uncertainty
 and agreement channels stay those of the case: they describe the same samples.
 
-On ISIC 2017 (600 fitted cases, tta, T = 8) a case has 7.9 distinct levels on average, whose Dice lies within
-±0.065 of the scored segmentation's for the middle 80 % (sd 0.066): the pairs teach how the Dice moves when the
-segmentation moves against the same image and uncertainty, which one target per case cannot. They join the
+On ISIC 2017 (600 fitted cases, tta, T = 8) a case has 7.9 distinct levels on average, whose Dice differs from
+the scored segmentation's by −0.065 to +0.058 for the middle 80 % (sd 0.066): the pairs teach how the Dice moves
+when the segmentation moves against the same image and uncertainty, which one target per case cannot. They join the
 training part only (never validation or out-of-fold prediction), one level per case and epoch drawn at random
 (:func:`~uqseg_cli.quality.training.fit_cnn`), so an epoch costs twice a plain one.
 """

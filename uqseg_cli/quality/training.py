@@ -264,8 +264,9 @@ def fit_cnn(
     return model, dataclasses.replace(meta, training=training)
 
 
-def _with_pairs(x: torch.Tensor, y: torch.Tensor, pairs: LevelPairs, tr: np.ndarray, meta: QualityMeta,
-                gen: torch.Generator):
+def _with_pairs(
+    x: torch.Tensor, y: torch.Tensor, pairs: LevelPairs, tr: np.ndarray, meta: QualityMeta, gen: torch.Generator
+) -> tuple[Callable[[np.ndarray], torch.Tensor], torch.Tensor, Callable[[], np.ndarray], int]:
     """Index space of the cases ``0..N-1`` and their pairs ``N..N+M-1``: ``(rows(idx) -> standardised inputs,
     targets (N+M,), draw() -> one pair per training case with pairs, pairs of training cases)``."""
     n = x.shape[0]
