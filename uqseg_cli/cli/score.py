@@ -159,7 +159,8 @@ def score(
             "--vote-level-pairs/--no-vote-level-pairs",
             help="Train seg-unc/img-seg-unc CNNs also on the consensus levels of the method's T samples (voxels "
             "where at least k of them call foreground, k = 1..T), each with its own Dice against the reference: "
-            "one more pair per training case and epoch (twice the fit). (default: off)",
+            "one more pair per training case and epoch (twice the fit); off by default: held out on ISIC it left "
+            "R² unchanged and raised Spearman by 0.01 (docs/quality.md).",
         ),
     ] = False,
     critic_head: Annotated[
