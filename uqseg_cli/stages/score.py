@@ -78,7 +78,8 @@ FIT_DEFAULTS = {
 epochs (as segmenters do): early stopping on a 20 % validation part stopped two of five critics at epoch 3–4 and cost
 held-out R² on ISIC 2017; 32 epochs instead of 16 raised every one of five critics' held-out Pearson by 0.03–0.05
 and the framework's held-out R² from 0.66 to 0.72 (3 seeds), and 48 instead of 32 raised it 0.726 → 0.736 (boost
-head) and 0.739 → 0.751 (blend), PH2 Pearson 0.834 → 0.856 (seed 0; docs/quality.md)."""
+head) and 0.739 → 0.751 (blend), PH2 Pearson 0.834 → 0.856 (seed 0); over 3 seeds the defaults give 0.754 ± 0.005,
+PH2 Pearson 0.853 (docs/quality.md)."""
 PAIR_FRAMEWORKS = ("seg-unc", "img-seg-unc")  # --vote-level-pairs: the CNNs without the features of the scored mask
 INIT_FROM = ("auto", "none")  # or the path of a segmenter checkpoint
 MEASURE_CHOICES = (COMBINED, "all")  # besides the measures of the file
