@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from uqseg_cli.metrics.regression import regression_summary
+
 
 def read_part(work: Path, run: str, part: str, framework: str, method: str) -> pd.DataFrame:
     """A part's honest predictions (fit: out of fold) joined with the method's shape features, one row a case."""
@@ -48,7 +50,7 @@ def main() -> None:
     a = ap.parse_args()
     test = read_part(a.work, a.run, "test", a.framework, a.method)
     t, p = test.true_dice.to_numpy(), test.predicted_dice.to_numpy()
-    print(f"{a.run}: {len(test)} held-out cases, R² {1 - ((t - p) ** 2).sum() / ((t - t.mean()) ** 2).sum():.3f}")
+    print(f"{a.run}: {len(test)} held-out cases, R² {regression_summary(t, p)['r2']:.3f}")
     print(error_shares(t, p).round(3).to_string(index=False))
     worst = test.assign(sq_error=(t - p) ** 2).sort_values("sq_error", ascending=False).head(a.top)
     print(worst[["true_dice", "predicted_dice", "area_fraction", "border_fraction"]].round(3).to_string())

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from uqseg_cli.errors import UqsegError
-from uqseg_cli.quality.inputs import channel_stats, standardize
+from uqseg_cli.quality.inputs import channel_stats, seg_channels, standardize
 from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import load_matching, prefixed_state
 from uqseg_cli.quality.training import FitConfig, augment_batch, split_validation, train_early_stopping
@@ -85,11 +85,6 @@ def reference_grid(reference: np.ndarray, size: Sequence[int]) -> torch.Tensor:
     """A reference label map resampled to the critic's grid (nearest neighbour): ``(*size)`` int64."""
     r = torch.as_tensor(np.asarray(reference), dtype=torch.float32)[None, None]
     return F.interpolate(r, size=tuple(int(s) for s in size), mode="nearest")[0, 0].long()
-
-
-def seg_channels(meta: QualityMeta) -> list[int]:
-    """Indices of the ``seg:<k>`` channels (one per foreground class, in class order)."""
-    return [i for i, c in enumerate(meta.channels) if c.startswith("seg:")]
 
 
 def critic_features(probs: torch.Tensor, seg: torch.Tensor) -> np.ndarray:

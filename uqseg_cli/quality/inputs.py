@@ -51,6 +51,11 @@ def channel_names(
     return names
 
 
+def seg_channels(meta: QualityMeta) -> list[int]:
+    """Indices of the ``seg:<k>`` channels (one per foreground class, in class order)."""
+    return [i for i, c in enumerate(meta.channels) if c.startswith("seg:")]
+
+
 def agreement_map(view, method: str) -> np.ndarray:
     """Foreground vote fraction ``(T - votes[0]) / T`` of ``method`` in one case, float32 ``(*spatial)``."""
     T = int(view.dataset(f"{method}/volumes").shape[0])

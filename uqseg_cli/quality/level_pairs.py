@@ -26,7 +26,7 @@ import torch
 
 from uqseg_cli.errors import CaseError
 from uqseg_cli.metrics.overlap import overlap_per_class
-from uqseg_cli.quality.inputs import resample
+from uqseg_cli.quality.inputs import resample, seg_channels
 from uqseg_cli.quality.meta import QualityMeta
 
 
@@ -90,7 +90,7 @@ def case_level_pairs(view, meta: QualityMeta, target: str) -> tuple[torch.Tensor
         levels = distinct_levels(view.get(f"{meta.method}/votes"), seg)
     except ValueError as exc:
         raise CaseError(f"{where}: {meta.method}/votes: {exc}") from None
-    classes = [int(c.partition(":")[2]) for c in meta.channels if c.startswith("seg:")]
+    classes = [int(meta.channels[i].partition(":")[2]) for i in seg_channels(meta)]
     size = tuple(int(s) for s in meta.input_size)
     if not levels:
         return torch.zeros((0, len(classes), *size)), np.zeros(0)
@@ -112,7 +112,6 @@ def read_level_pairs(sf, case_ids: Sequence[str], rows: Sequence[int], meta: Qua
         if progress is not None:
             progress.advance(cid)
     size = tuple(int(s) for s in meta.input_size)
-    n_seg = sum(c.startswith("seg:") for c in meta.channels)
-    seg = torch.cat(segs) if segs else torch.zeros((0, n_seg, *size))
+    seg = torch.cat(segs) if segs else torch.zeros((0, len(seg_channels(meta)), *size))
     return LevelPairs(seg, np.concatenate(ys) if ys else np.zeros(0),
                       np.concatenate(cases) if cases else np.zeros(0, dtype=np.int64))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from uqseg_cli.quality.inputs import channel_stats, standardize
+from uqseg_cli.quality.inputs import channel_stats, seg_channels, standardize
 from uqseg_cli.quality.level_pairs import LevelPairs
 from uqseg_cli.quality.meta import QualityMeta
 from uqseg_cli.quality.models import QualityRegressor, create_quality_model, init_from_segmenter
@@ -270,7 +270,7 @@ def _with_pairs(
     """Index space of the cases ``0..N-1`` and their pairs ``N..N+M-1``: ``(rows(idx) -> standardised inputs,
     targets (N+M,), draw() -> one pair per training case with pairs, pairs of training cases)``."""
     n = x.shape[0]
-    seg_idx = torch.tensor([i for i, c in enumerate(meta.channels) if c.startswith("seg:")])
+    seg_idx = torch.tensor(seg_channels(meta))
     mean = torch.tensor(meta.channel_mean, dtype=x.dtype)[seg_idx].reshape(1, -1, *[1] * (x.ndim - 2))
     std = torch.tensor(meta.channel_std, dtype=x.dtype)[seg_idx].reshape(1, -1, *[1] * (x.ndim - 2))
     seg = (pairs.seg.to(x.dtype) - mean) / std
