@@ -18,7 +18,6 @@ from uqseg_cli.quality.critic import (
     critic_features,
     critic_probs,
     fit_critic,
-    init_critic,
     predict_critic_features,
     reference_grid,
     tta_transforms,
@@ -27,6 +26,7 @@ from uqseg_cli.quality.crossfit import assign_folds, cross_fit
 from uqseg_cli.quality.features import fit_feature_model, predict_feature_model
 from uqseg_cli.quality.inputs import channel_names
 from uqseg_cli.quality.meta import QualityMeta
+from uqseg_cli.quality.models import init_as_segmenter
 from uqseg_cli.quality.training import FitConfig
 
 
@@ -89,7 +89,7 @@ def test_init_critic_starts_as_the_segmenter() -> None:
     seg = create_model("fpn-resnet18", in_channels=3, num_classes=2, dropout=0.2).eval()
     meta = _meta(measures=("entropy", "mutual_information"))
     critic = create_critic(meta).eval()
-    n = init_critic(critic, seg.state_dict(), image_channels=3)
+    n = init_as_segmenter(critic, seg.state_dict(), image_channels=3)
     assert n == len(seg.state_dict())  # every tensor of the segmenter has a home
     x = torch.randn(2, len(meta.channels), 64, 64)
     with torch.no_grad():

@@ -163,6 +163,15 @@ def score(
             "R² unchanged and raised Spearman by 0.01 (docs/quality.md).",
         ),
     ] = False,
+    learn_mask: Annotated[
+        bool,
+        typer.Option(
+            "--learn-mask/--no-learn-mask",
+            help="seg-unc/img-seg-unc/hybrid (2D): the CNN is the segmenter's architecture (fpn-<backbone>, "
+            "started from its weights) that also learns each labelled case's reference mask; its Dice head reads "
+            "the pooled encoder and how far its mask lies from the scored segmentation.",
+        ),
+    ] = False,
     critic_head: Annotated[
         str,
         typer.Option(
@@ -237,7 +246,8 @@ def score(
         backbone=backbone, pretrained=pretrained, input_size=input_size, epochs=epochs, patience=patience,
         val_fraction=val_fraction, lr=lr, loss=loss, init_from=init_from, feature_models=split_list(feature_models),
         agreement_channel=agreement_channel, fold_ensemble=fold_ensemble, vote_level_pairs=vote_level_pairs,
-        critic_head=critic_head, critic_tta=critic_tta, batch_size=batch_size, features=features,
+        learn_mask=learn_mask, critic_head=critic_head, critic_tta=critic_tta, batch_size=batch_size,
+        features=features,
         include_train_cases=include_train_cases, failure_threshold=failure_threshold, seed=seed,
         overwrite=overwrite, device=device, threads=threads,
     )

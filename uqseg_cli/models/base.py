@@ -161,6 +161,12 @@ class EncoderDecoderHead(SegModel):
         x = features[0] if self.dropout_at == "head" else self._decoder(features)
         return self.head(x)
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[Features, torch.Tensor]:
+        """``(encoder maps (finest first), logits (N, K, *spatial))`` of one deterministic pass (no MC re-run of
+        the head): for networks that use the encoder's features besides the segmentation."""
+        feats = self._encoder(x)
+        return feats, self.head(self._decoder(feats))
+
     def encoder_parts(self) -> Sequence[nn.Module]:
         enc = getattr(self, self.encoder_attr)
         return [enc, self.decoder] if self.dropout_at == "head" else [enc]

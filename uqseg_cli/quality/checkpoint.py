@@ -21,6 +21,7 @@ import torch
 from uqseg_cli.errors import InputError
 from uqseg_cli.io.atomic import atomic_write
 from uqseg_cli.quality.inputs import FRAMEWORKS, FRAMEWORKS_CNN
+from uqseg_cli.quality.mask_regressor import MaskRegressor
 from uqseg_cli.quality.meta import FORMAT, QualityMeta
 from uqseg_cli.quality.models import QualityRegressor, load_quality_models
 
@@ -96,7 +97,7 @@ def read_quality_checkpoint(path: Path | str) -> dict:
     return obj
 
 
-def load_quality_model(path: Path | str) -> tuple[QualityRegressor, QualityMeta]:
+def load_quality_model(path: Path | str) -> tuple[QualityRegressor | MaskRegressor, QualityMeta]:
     """The CNN regressor of a ``quality.pt`` (eval mode, CPU; of a fold ensemble, its final model) and its ``meta``.
 
     ``model(x)`` takes :func:`~uqseg_cli.quality.inputs.build_inputs` of a case (batched) and returns ``(N,)``

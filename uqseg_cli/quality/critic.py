@@ -5,8 +5,8 @@ Why a critic and not one more regression CNN: a regression CNN learns from one n
 600 targets), a critic from every voxel of every reference mask — the supervision a segmenter needs — so it learns
 where a segmentation of this kind tends to be wrong (an annotation style the segmenter missed, a lesion half
 found) from the few hundred cases users have. The critic starts from the segmenter's own weights (encoder and
-decoder, ``init_critic``): at the start it reproduces the segmenter on the image channels, and the extra channels
-(segmentation, uncertainty) start at zero weight, so everything it learns is a correction.
+decoder, ``models.init_as_segmenter``): at the start it reproduces the segmenter on the image channels, and the
+extra channels (segmentation, uncertainty) start at zero weight, so everything it learns is a correction.
 
 With ``score --critic-tta N`` a critic's probabilities are averaged over the first N of the flips and quarter turns
 of its input (:func:`tta_transforms`, at most the 8 symmetries of a square grid; ``meta.critic_tta``). Held out on
@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from uqseg_cli.errors import UqsegError
 from uqseg_cli.quality.inputs import channel_stats, seg_channels, standardize
 from uqseg_cli.quality.meta import QualityMeta
-from uqseg_cli.quality.models import load_matching, prefixed_state
-from uqseg_cli.quality.training import FitConfig, augment_batch, split_validation, train_early_stopping
+from uqseg_cli.quality.models import init_as_segmenter, prefixed_state
+from uqseg_cli.quality.training import FitConfig, augment_pair, split_validation, train_early_stopping
 
 CRITIC_FEATURES = ("critic/dice", "critic/soft_dice", "critic/log_volume_ratio", "critic/entropy")
 """The per-case features a critic gives (see the module text), in column order."""
@@ -65,20 +65,6 @@ def create_critic(meta: QualityMeta) -> torch.nn.Module:
 
     return create_model(critic_arch(meta), in_channels=len(meta.channels), num_classes=int(meta.num_classes),
                         dropout=0.0)
-
-
-def init_critic(model: torch.nn.Module, seg_state: dict, image_channels: int) -> int:
-    """Start a critic from a segmenter's weights: every tensor whose name and shape match is copied; a first
-    convolution with more input channels gets the segmenter's filters on the image channels and zeros on the others
-    (segmentation, uncertainty), so the critic starts as the segmenter. Returns the number of tensors copied."""
-
-    def widen(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        w = torch.zeros_like(t)
-        n = min(int(s.shape[1]), int(image_channels), int(t.shape[1]))
-        w[:, :n] = s[:, :n].to(t.dtype)
-        return w
-
-    return load_matching(model, seg_state, widen)
 
 
 def reference_grid(reference: np.ndarray, size: Sequence[int]) -> torch.Tensor:
@@ -110,12 +96,6 @@ def critic_features(probs: torch.Tensor, seg: torch.Tensor) -> np.ndarray:
     area = region.flatten(1).sum(1)
     entropy = torch.where(area > 0, (ent * region).flatten(1).sum(1) / area.clamp_min(1.0), torch.zeros_like(area))
     return torch.stack([dice(hard, s), dice(pf, s), ratio, entropy], dim=1).numpy()
-
-
-def _augment_pair(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random flips/quarter turns on the inputs ``(N, C, *S)`` and the labels ``(N, *S)``."""
-    both = augment_batch(torch.cat([x, y[:, None].to(x.dtype)], dim=1), gen)
-    return both[:, :-1], both[:, -1].round().long()
 
 
 def tta_transforms(spatial: Sequence[int]) -> list[tuple[int, tuple[int, ...]]]:
@@ -192,12 +172,12 @@ def fit_critic(
     model = create_critic(meta)
     if cfg.init_state is not None:
         meta = dataclasses.replace(
-            meta, init_tensors_from_segmenter=init_critic(model, cfg.init_state, int(meta.image_channels or 0))
+            meta, init_tensors_from_segmenter=init_as_segmenter(model, cfg.init_state, int(meta.image_channels or 0))
         )
     model = model.to(device)
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
-        xb, yb = _augment_pair(x[idx], masks[idx], gen) if cfg.augment else (x[idx], masks[idx])
+        xb, yb = augment_pair(x[idx], masks[idx], gen) if cfg.augment else (x[idx], masks[idx])
         return dice_ce_loss(model(xb.to(device)).float(), yb.to(device))
 
     @torch.no_grad()

@@ -70,7 +70,10 @@ def describe_quality_model(path: Path) -> dict:
         d["features"] = list(meta.features or [])
         d["training"] = {"critics": (meta.training or {}).get("critics", [])}
     else:
-        d["architecture"] = f"{meta.backbone} ({meta.dims}D CNN), sigmoid output" + (
+        arch = (f"fpn-{meta.backbone} that also learns the reference mask; sigmoid head on its pooled encoder and "
+                "the soft Dice / volume ratio of its mask and the segmentation") if meta.learn_mask else (
+            f"{meta.backbone} ({meta.dims}D CNN), sigmoid output")
+        d["architecture"] = arch + (
             f"; mean of the final model and {meta.fold_models} fold models" if meta.fold_models else "")
         d["parameters"] = int(sum(int(t.numel()) for t in state.values()))
         d["input"] = {"size": meta.input_size, "channels": meta.channels, "classes": meta.num_classes}

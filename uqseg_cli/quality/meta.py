@@ -30,6 +30,7 @@ CNN_KEYS = (
     "num_classes", "image_channels", "channels", "dropout", "extra_features", "init_from", "channel_mean",
     "channel_std", "extra_median", "extra_mean", "extra_std", "init_tensors_from_segmenter", "training",
     "train_cases", "segmenter", "features", "combined_stats", "critics", "critic_tta", "fold_models",
+    "learn_mask",
 )
 """The keys of a CNN model's meta, in file order."""
 
@@ -124,6 +125,11 @@ class QualityMeta:
     """How many cross-fitting fold models the file holds besides the final model (weights under ``fold<k>.``); a
     new case gets the mean of all ``fold_models + 1`` predictions, every model reading the inputs with this file's
     one set of statistics. ``None``: the final model alone (the default, ``--cv < 2``, older files)."""
+
+    # --- regression CNNs that also learn the reference mask (quality/mask_regressor.py)
+    learn_mask: bool | None = None
+    """True: the CNN is a :class:`~uqseg_cli.quality.mask_regressor.MaskRegressor` (``fpn-<backbone>`` with a Dice
+    head), trained on the reference masks too. ``None``: a plain regression CNN (older files)."""
 
     @property
     def is_cnn(self) -> bool:

@@ -10,12 +10,13 @@ property of the whole volume, there is no per-slice target to train a slice mode
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from uqseg_cli.quality.inputs import seg_channels
+from uqseg_cli.quality.mask_regressor import MaskRegressor, init_sigmoid_head
 from uqseg_cli.quality.meta import QualityMeta
 
 
@@ -96,19 +97,24 @@ class QualityRegressor(nn.Module):
 
     def init_output(self, mean_target: float) -> None:
         """Start from the mean training target: head bias = logit(mean), weights scaled down."""
-        m = min(max(float(mean_target), 1e-3), 1 - 1e-3)
-        with torch.no_grad():
-            self.head.bias.fill_(math.log(m / (1 - m)))
-            self.head.weight.mul_(0.1)
+        init_sigmoid_head(self.head, mean_target)
 
 
-def create_quality_model(meta: QualityMeta, pretrained: bool = False) -> QualityRegressor:
+def create_quality_model(meta: QualityMeta, pretrained: bool = False) -> QualityRegressor | MaskRegressor:
     """The regressor described by a checkpoint's ``meta`` (``backbone``, ``channels``, ``dims``, ``dropout``,
-    ``extra_features``).
+    ``extra_features``; with ``learn_mask`` a :class:`MaskRegressor` on ``fpn-<backbone>``, which needs the
+    ``channel_mean``/``channel_std`` of its segmentation channels).
 
-    ``pretrained`` downloads timm's ImageNet weights (for fitting with ``--pretrained``); loading a checkpoint never
-    needs them.
+    ``pretrained`` downloads timm's ImageNet weights (for fitting with ``--pretrained``; not for a mask regressor,
+    which starts from the segmenter); loading a checkpoint never needs them.
     """
+    if meta.learn_mask:
+        idx = seg_channels(meta)
+        return MaskRegressor(
+            f"fpn-{meta.backbone}", len(meta.channels), int(meta.num_classes), idx,
+            [meta.channel_mean[i] for i in idx], [meta.channel_std[i] for i in idx],
+            dropout=float(0.2 if meta.dropout is None else meta.dropout), n_extra=len(meta.extra_features or []),
+        )
     return QualityRegressor(
         meta.backbone,
         in_chans=len(meta.channels),
@@ -144,7 +150,7 @@ def split_fold_state(state: dict[str, torch.Tensor]) -> tuple[dict, list[dict]]:
 
 
 def load_quality_models(meta: QualityMeta, state: dict[str, torch.Tensor], final_only: bool = False
-                        ) -> list[QualityRegressor]:
+                        ) -> list[QualityRegressor | MaskRegressor]:
     """The final model and then the ``meta.fold_models`` fold models of a checkpoint's state dict (eval mode, CPU;
     ``final_only``: the final model alone); ``RuntimeError`` when the weights do not match ``meta``."""
     final, folds = split_fold_state(state)
@@ -201,3 +207,18 @@ def init_from_segmenter(model: QualityRegressor, seg_state: dict, image_channels
 
     src = {k[len("backbone."):]: v for k, v in seg_state.items() if k.startswith("backbone.")}
     return load_matching(model.backbone, src, widen)
+
+
+def init_as_segmenter(model: nn.Module, seg_state: dict, image_channels: int) -> int:
+    """Start a segmentation network with extra input channels (a critic, a mask regressor's ``net``) from a
+    segmenter's weights: every tensor whose name and shape match is copied; a first convolution with more input
+    channels gets the segmenter's filters on the image channels and zeros on the others (segmentation,
+    uncertainty), so the network starts as the segmenter. Returns the number of tensors copied."""
+
+    def widen(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        w = torch.zeros_like(t)
+        n = min(int(s.shape[1]), int(image_channels), int(t.shape[1]))
+        w[:, :n] = s[:, :n].to(t.dtype)
+        return w
+
+    return load_matching(model, seg_state, widen)

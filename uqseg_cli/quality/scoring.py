@@ -293,6 +293,7 @@ def predict_cnn_framework(
     progress=None,
     fold_ensemble: bool = False,
     pairs: LevelPairs | None = None,
+    masks: torch.Tensor | None = None,
 ) -> Prediction:
     """CNN framework: cross-fitted out-of-fold predictions (when ``folds``) and a final model on all labelled.
 
@@ -301,7 +302,8 @@ def predict_cnn_framework(
     models' and the final model's predictions (the fold models are kept in ``Prediction.state_dict`` under
     ``fold<k>.``); otherwise the final model's alone. ``progress`` (a :class:`uqseg_cli.progress.FitProgress`)
     hears every epoch and every finished fit. ``pairs`` (``case``: rows of ``x_raw``): vote-level pairs, each model
-    training on those of its own training cases."""
+    training on those of its own training cases. ``masks`` ``(n_labelled, *size)``: the labelled cases' reference
+    labels on the input grid, in case order (a mask regressor, ``meta.learn_mask``)."""
     y = batch.target
     lab, split = _splits(batch, folds)
     rest = np.flatnonzero(split != "oof")
@@ -329,7 +331,8 @@ def predict_cnn_framework(
             name = f"{tag} fold {f + 1}/{int(folds.max()) + 1}"
             hook = (lambda e, n: progress.epoch(name, e, n)) if progress is not None else None
             model, m = fit_cnn(x_raw[lab[train]], y[lab[train]], meta, c, device=device, z_raw=sub(lab[train]),
-                               on_epoch=hook, pairs=None if pairs is None else pairs.subset(lab[train]))
+                               on_epoch=hook, pairs=None if pairs is None else pairs.subset(lab[train]),
+                               masks=None if masks is None else masks[train])
             if progress is not None:
                 progress.done(name, _fit_line(m, time.perf_counter() - t0))
             elif log:
@@ -347,7 +350,7 @@ def predict_cnn_framework(
     t0 = time.perf_counter()
     hook = (lambda e, n: progress.epoch(f"{tag} final model", e, n)) if progress is not None else None
     model, m = fit_cnn(x_raw[lab], y[lab], meta, c, device=device, z_raw=sub(lab), on_epoch=hook,
-                       pairs=None if pairs is None else pairs.subset(lab))
+                       pairs=None if pairs is None else pairs.subset(lab), masks=masks)
     if progress is not None:
         progress.done(f"{tag} final model", _fit_line(m, time.perf_counter() - t0))
     elif log:

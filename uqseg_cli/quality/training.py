@@ -23,10 +23,15 @@ import torch.nn.functional as F
 
 from uqseg_cli.quality.inputs import channel_stats, seg_channels, standardize
 from uqseg_cli.quality.level_pairs import LevelPairs
+from uqseg_cli.quality.mask_regressor import MaskRegressor
 from uqseg_cli.quality.meta import QualityMeta
-from uqseg_cli.quality.models import QualityRegressor, create_quality_model, init_from_segmenter
+from uqseg_cli.quality.models import QualityRegressor, create_quality_model, init_as_segmenter, init_from_segmenter
 
 LOSSES = ("mse", "huber", "mse+pearson")
+MASK_WEIGHT = 1.0
+"""Weight of a mask regressor's segmentation loss (Dice + cross-entropy, about 0.3–1) beside its regression loss
+(MSE, about 0.01–0.05): the dense reference supervises the encoder and decoder, and the head learns the Dice from
+the regression loss alone."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,13 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
                 s = torch.rot90(s, k, dims=(1, 2))
         out.append(s)
     return torch.stack(out)
+
+
+def augment_pair(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flips/quarter turns (:func:`augment_batch`) on inputs ``(N, C, *S)`` and labels
+    ``(N, *S)``."""
+    both = augment_batch(torch.cat([x, y[:, None].to(x.dtype)], dim=1), gen)
+    return both[:, :-1], both[:, -1].round().long()
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +206,8 @@ def fit_cnn(
     z_raw: np.ndarray | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
     pairs: LevelPairs | None = None,
-) -> tuple[QualityRegressor, QualityMeta]:
+    masks: torch.Tensor | None = None,
+) -> tuple[QualityRegressor | MaskRegressor, QualityMeta]:
     """Fit a regressor on raw inputs ``x_raw`` ``(N, C, *input_size)`` and targets ``y`` ``(N,)`` in [0, 1].
 
     ``meta`` describes the model (``backbone``, ``channels``, ``dims``, ``input_size`` ...); the returned copy adds
@@ -205,7 +218,15 @@ def fit_cnn(
 
     ``pairs`` (:mod:`~uqseg_cli.quality.level_pairs`, ``case`` indexing the rows of ``x_raw``): every epoch each
     training case with pairs adds one of them, drawn at random, to the epoch; validation sees the cases alone.
+
+    ``meta.learn_mask`` (:mod:`~uqseg_cli.quality.mask_regressor`) needs ``masks`` ``(N, *input_size)`` int64, the
+    reference labels on the input grid: the loss adds :data:`MASK_WEIGHT` × (Dice + cross-entropy) of the mask on
+    the training cases (a pair keeps its case's reference); early stopping still reads the validation MSE of the
+    quality alone, and the network starts as the segmenter (``cfg.init_state``: every weight, zeros on the extra
+    input channels).
     """
+    from uqseg_cli.training.loop import dice_ce_loss
+
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if meta.channel_mean is None:
@@ -220,22 +241,38 @@ def fit_cnn(
     z = standardize_extra(z_raw, meta)
     yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
     tr, va = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
+    if meta.learn_mask and masks is None:
+        raise ValueError("a mask regressor needs the reference masks (masks)")
     model = create_quality_model(meta, pretrained=cfg.pretrained)
     if cfg.init_state is not None:
-        n = init_from_segmenter(model, cfg.init_state, int(meta.image_channels or 0))
+        img = int(meta.image_channels or 0)
+        n = init_as_segmenter(model.net, cfg.init_state, img) if meta.learn_mask else init_from_segmenter(
+            model, cfg.init_state, img)
         meta = dataclasses.replace(meta, init_tensors_from_segmenter=n)
     model = model.to(device)
     model.init_output(float(yt[tr].mean()))
     rows, y_all, draw, n_pairs = x.__getitem__, yt, None, 0
+    case_of: Callable[[np.ndarray], np.ndarray] = np.asarray
     if pairs is not None and len(pairs):
         if z is not None:
             raise ValueError("vote-level pairs replace the segmentation, which a hybrid model's features describe")
         rows, y_all, draw, n_pairs = _with_pairs(x, yt, pairs, tr, meta, gen)
+        n = x.shape[0]
+
+        def case_of(idx: np.ndarray) -> np.ndarray:  # a pair's row -> its case's row
+            idx = np.asarray(idx)
+            return np.where(idx >= n, pairs.case[np.clip(idx - n, 0, None)], idx)
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
-        xb = augment_batch(rows(idx), gen) if cfg.augment else rows(idx)
-        pred = model(xb.to(device), z[idx].to(device) if z is not None else None)
-        return regression_loss(pred, y_all[idx].to(device), cfg.loss)
+        zb = z[idx].to(device) if z is not None else None
+        if not meta.learn_mask:
+            xb = augment_batch(rows(idx), gen) if cfg.augment else rows(idx)
+            return regression_loss(model(xb.to(device), zb), y_all[idx].to(device), cfg.loss)
+        mb = masks[case_of(idx)]
+        xb, mb = augment_pair(rows(idx), mb, gen) if cfg.augment else (rows(idx), mb)
+        pred, logits = model.outputs(xb.to(device), zb)
+        return regression_loss(pred, y_all[idx].to(device), cfg.loss) + MASK_WEIGHT * dice_ce_loss(
+            logits.float(), mb.to(device))
 
     def val_mse() -> float:
         zv = z[va] if z is not None else None
@@ -257,7 +294,7 @@ def fit_cnn(
         "batch_size": cfg.batch_size,
         "augment": cfg.augment,
         "seed": cfg.seed,
-        "loss": cfg.loss,
+        "loss": f"{cfg.loss}+mask" if meta.learn_mask else cfg.loss,
     }
     if n_pairs:
         training["vote_level_pairs"] = n_pairs

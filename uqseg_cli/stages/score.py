@@ -114,6 +114,7 @@ class ScoreOptions:
     agreement_channel: bool = option(False, config=True)
     fold_ensemble: bool = option(False, config=True)  # new cases: mean of the K fold CNNs and the final one
     vote_level_pairs: bool = option(False, config=True)  # extra training pairs (quality/level_pairs.py)
+    learn_mask: bool = option(False, config=True)  # the regression CNN also learns the reference mask
     critic_head: str = option("blend", config=True)  # critic_head.CRITIC_HEADS
     critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
@@ -167,7 +168,7 @@ class ScoreOptions:
 
 APPLIES_TO = (
     (("critic",), ("critic_head", "critic_tta")),
-    (("seg-unc", "img-seg-unc", "hybrid"), ("loss", "agreement_channel", "fold_ensemble")),
+    (("seg-unc", "img-seg-unc", "hybrid"), ("loss", "agreement_channel", "fold_ensemble", "learn_mask")),
     (PAIR_FRAMEWORKS, ("vote_level_pairs",)),
     (("seg-unc", "img-seg-unc", "hybrid", "critic"),
      ("backbone", "pretrained", "input_size", "epochs", "patience", "val_fraction", "lr", "init_from")),
@@ -415,13 +416,20 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
             raise UqsegError("--framework critic needs cross-fitting (--cv 2 or more): its regressor learns from "
                              "out-of-fold critic features")
         critic_arch(meta)
+    elif options.learn_mask:
+        if meta.dims != 2:
+            raise UqsegError("--learn-mask: the mask regressor is 2D (fpn-<backbone>); these cases are 3D")
+        critic_arch(meta)  # fpn-<backbone> must be a registered segmentation network
+        meta = dataclasses.replace(meta, learn_mask=True)
     init = segmenter_init(sf, options.init_from, meta, report.quiet)
     if init is not None:
         meta = dataclasses.replace(meta, init_from=init[0])
         cfg = dataclasses.replace(cfg, init_state=init[1])
     x_raw = read_raw(sf, ok_ids, meta, f"score: inputs {method}/{measure}/{framework}", report.quiet)
-    if framework == "critic":
+    masks = None
+    if framework == "critic" or meta.learn_mask:
         masks = load_masks(sf, [c for c, ok in zip(ok_ids, batch.labelled, strict=True) if ok], meta.input_size)
+    if framework == "critic":
         p = predict_critic_framework(batch, x_raw, masks, meta, folds, cfg, dev, progress=fitprog,
                                      head=options.critic_head, tta=options.critic_tta)
         p.model_meta = dataclasses.replace(
@@ -435,7 +443,7 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
         rows = np.flatnonzero(batch.labelled)
         pairs = read_pairs(sf, [ok_ids[i] for i in rows], rows, meta, target, report.quiet)
     p = predict_cnn_framework(batch, x_raw, meta, folds, cfg, dev, log=None if report.quiet else (lambda s: log(s)),
-                              progress=fitprog, fold_ensemble=options.fold_ensemble, pairs=pairs)
+                              progress=fitprog, fold_ensemble=options.fold_ensemble, pairs=pairs, masks=masks)
     p.model_meta = dataclasses.replace(p.model_meta, segmenter=segmenter_info(sf))
     save_quality_model(path, p.model_meta, p.model, state_dict=p.state_dict)
     return p
