@@ -54,17 +54,22 @@ def test_it_starts_as_the_segmenter_and_reads_the_scored_segmentation() -> None:
     x = torch.randn(2, len(meta.channels), 32, 32)
     q, logits = model.outputs(x)
     torch.testing.assert_close(logits, seg_net(x[:, :3]))  # the extra channels start at zero weight
-    # a head that reads the soft Dice alone: the quality is sigmoid(soft Dice of its mask and the raw segmentation)
+    # the head starts at the soft Dice of its mask and the raw scored segmentation (embedding weights aside)
+    model.init_output(0.3)
+    assert float(model.head.weight[0, :model.num_features].abs().max()) > 0
     with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-        model.head.weight[0, model.num_features] = 1.0
+        model.head.weight[0, :model.num_features] = 0.0
     k = meta.channels.index("seg:1")
     raw_seg = x[:, k] * meta.channel_std[k] + meta.channel_mean[k] >= 0.5
     fg = 1.0 - torch.softmax(logits, 1)[:, 0]
     ref = 2 * (fg * raw_seg).sum((1, 2)) / (fg.sum((1, 2)) + raw_seg.sum((1, 2)))
-    torch.testing.assert_close(model(x), torch.sigmoid(ref))
+    torch.testing.assert_close(model(x), ref.clamp(1e-3, 1 - 1e-3))
     assert model.embed(x).shape == (2, model.num_features)
+    # without image channels (seg-unc) the first convolution takes the segmenter's mean filter, not zeros
+    su = create_quality_model(_meta("seg-unc"))
+    init_as_segmenter(su.net, seg_net.state_dict(), image_channels=0)
+    w = seg_net.state_dict()["backbone.conv1.weight"]
+    torch.testing.assert_close(su.net.state_dict()["backbone.conv1.weight"][:, 0], w.mean(1) * 3 / 2)
 
 
 def _data(n: int, seed: int):

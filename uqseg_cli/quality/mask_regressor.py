@@ -4,8 +4,10 @@ Why: a regression CNN trained on one Dice per case learns from a few hundred num
 on the reference masks (the critic framework) learns from every voxel, and how far its mask lies from the scored
 segmentation predicts the Dice well. A *mask regressor* is both in one network, trained end to end: the segmenter's
 own architecture (``fpn-<backbone>``, started from its weights) predicts the reference mask, and the Dice head reads
-the pooled deepest encoder map together with :func:`soft_agreement` of its mask and the scored segmentation. Its
-loss is the regression loss plus the segmentation loss (Dice + cross-entropy) on the reference.
+the pooled deepest encoder map together with :func:`soft_agreement` of its mask and the scored segmentation (the
+soft Dice as a logit): ``quality = sigmoid(w_d · logit(soft Dice) + w_v · log volume ratio + w_e · embedding + b)``,
+started at the soft Dice itself (:meth:`MaskRegressor.init_output`). Its loss is the regression loss plus the
+segmentation loss (Dice + cross-entropy) on the reference.
 
 Shapes: input ``(N, C, H, W)`` standardised channels (``meta.channels``); ``forward`` gives ``(N,)`` quality in
 [0, 1]; ``outputs`` gives it with the mask logits ``(N, K, H, W)``; ``embed`` the pooled encoder ``(N, F)``.
@@ -13,7 +15,6 @@ Shapes: input ``(N, C, H, W)`` standardised channels (``meta.channels``); ``forw
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -39,7 +40,7 @@ def soft_agreement(fg: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
 
 class MaskRegressor(nn.Module):
     """A registered 2D segmentation network ``arch`` (an encoder–decoder with ``features_and_logits``) with a Dice
-    head on ``[dropout(pooled deepest encoder map), soft_agreement, hybrid features]``.
+    head on ``[dropout(pooled deepest encoder map), logit(soft Dice), log volume ratio, hybrid features]``.
 
     ``seg_index``: the input channels of the scored segmentation (``seg:<k>``), whose raw values are recovered with
     ``seg_mean``/``seg_std`` (the stored standardisation) and thresholded at 0.5, as the critic does.
@@ -76,7 +77,8 @@ class MaskRegressor(nn.Module):
         fg = 1.0 - torch.softmax(logits.float(), dim=1)[:, 0]
         raw = x[:, self.seg_index].float() * self.seg_std + self.seg_mean
         seg = (raw >= 0.5).float().amax(dim=1)
-        parts = [e, soft_agreement(fg, seg).to(e.dtype)]
+        agree = soft_agreement(fg, seg).to(e.dtype)
+        parts = [e, torch.logit(agree[:, :1].clamp(1e-3, 1 - 1e-3)), agree[:, 1:]]
         if self.n_extra:
             z = torch.zeros((e.shape[0], self.n_extra), dtype=e.dtype, device=e.device) if z is None else z
             parts.append(z.to(e.dtype))
@@ -86,12 +88,14 @@ class MaskRegressor(nn.Module):
         return self.outputs(x, z)[0]
 
     def init_output(self, mean_target: float) -> None:
-        init_sigmoid_head(self.head, mean_target)
+        """Start the prediction at the soft Dice of the network's mask: weight 1 on its logit, 0 on the volume
+        ratio and the bias, the embedding's weights scaled by 0.1 (``mean_target`` is not used). Why: the soft Dice
+        alone ranks the cases far better than the embedding (held out on ISIC, r 0.80 against 0.70 for a head
+        started at the mean, which learned to lean on the 512 embedding features)."""
+        f = self.num_features
+        with torch.no_grad():
+            self.head.weight.mul_(0.1)
+            self.head.weight[0, f] = 1.0
+            self.head.weight[0, f + 1] = 0.0
+            self.head.bias.zero_()
 
-
-def init_sigmoid_head(head: nn.Linear, mean_target: float) -> None:
-    """Start a sigmoid regression head at the mean training target: bias = logit(mean), weights scaled by 0.1."""
-    m = min(max(float(mean_target), 1e-3), 1 - 1e-3)
-    with torch.no_grad():
-        head.bias.fill_(math.log(m / (1 - m)))
-        head.weight.mul_(0.1)

@@ -10,13 +10,14 @@ property of the whole volume, there is no per-slice target to train a slice mode
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from uqseg_cli.quality.inputs import seg_channels
-from uqseg_cli.quality.mask_regressor import MaskRegressor, init_sigmoid_head
+from uqseg_cli.quality.mask_regressor import MaskRegressor
 from uqseg_cli.quality.meta import QualityMeta
 
 
@@ -97,7 +98,10 @@ class QualityRegressor(nn.Module):
 
     def init_output(self, mean_target: float) -> None:
         """Start from the mean training target: head bias = logit(mean), weights scaled down."""
-        init_sigmoid_head(self.head, mean_target)
+        m = min(max(float(mean_target), 1e-3), 1 - 1e-3)
+        with torch.no_grad():
+            self.head.bias.fill_(math.log(m / (1 - m)))
+            self.head.weight.mul_(0.1)
 
 
 def create_quality_model(meta: QualityMeta, pretrained: bool = False) -> QualityRegressor | MaskRegressor:
@@ -186,16 +190,10 @@ def load_matching(
     return len(new)
 
 
-def init_from_segmenter(model: QualityRegressor, seg_state: dict, image_channels: int) -> int:
-    """Start a 2D regressor's backbone from a segmenter's trained encoder (``backbone.*`` weights of an FPN/U-Net
-    on the same timm backbone): every tensor whose name and shape match is copied. The first convolution gets the
-    segmenter's filters on the image channels and, on every other channel (segmentation, uncertainty, agreement),
-    their mean over the segmenter's input channels, scaled so the summed response keeps its size.
-
-    Returns the number of tensors copied (0: nothing matched, the model is unchanged).
-    """
-    if model.dims != 2:
-        return 0
+def widen_with_mean(image_channels: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A :func:`load_matching` ``widen``: the segmenter's first-convolution filters on the image channels and, on
+    every other channel, their mean over the segmenter's input channels, scaled so the summed response keeps its
+    size."""
 
     def widen(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (out, C_seg, k, k) -> (out, C, k, k)
         w = torch.empty_like(t)
@@ -205,15 +203,29 @@ def init_from_segmenter(model: QualityRegressor, seg_state: dict, image_channels
             w[:, i] = s[:, i] if (i < image_channels and i < cs) else mean
         return w * (cs / c)
 
+    return widen
+
+
+def init_from_segmenter(model: QualityRegressor, seg_state: dict, image_channels: int) -> int:
+    """Start a 2D regressor's backbone from a segmenter's trained encoder (``backbone.*`` weights of an FPN/U-Net
+    on the same timm backbone): every tensor whose name and shape match is copied; the first convolution is widened
+    by :func:`widen_with_mean`.
+
+    Returns the number of tensors copied (0: nothing matched, the model is unchanged).
+    """
+    if model.dims != 2:
+        return 0
     src = {k[len("backbone."):]: v for k, v in seg_state.items() if k.startswith("backbone.")}
-    return load_matching(model.backbone, src, widen)
+    return load_matching(model.backbone, src, widen_with_mean(image_channels))
 
 
 def init_as_segmenter(model: nn.Module, seg_state: dict, image_channels: int) -> int:
     """Start a segmentation network with extra input channels (a critic, a mask regressor's ``net``) from a
     segmenter's weights: every tensor whose name and shape match is copied; a first convolution with more input
     channels gets the segmenter's filters on the image channels and zeros on the others (segmentation,
-    uncertainty), so the network starts as the segmenter. Returns the number of tensors copied."""
+    uncertainty), so the network starts as the segmenter. Without image channels (a seg-unc mask regressor) zeros
+    would leave the first convolution dead: every channel then gets :func:`widen_with_mean`'s mean filter.
+    Returns the number of tensors copied."""
 
     def widen(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         w = torch.zeros_like(t)
@@ -221,4 +233,4 @@ def init_as_segmenter(model: nn.Module, seg_state: dict, image_channels: int) ->
         w[:, :n] = s[:, :n].to(t.dtype)
         return w
 
-    return load_matching(model, seg_state, widen)
+    return load_matching(model, seg_state, widen if image_channels > 0 else widen_with_mean(0))
