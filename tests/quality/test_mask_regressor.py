@@ -56,7 +56,7 @@ def test_it_starts_as_the_segmenter_and_reads_the_scored_segmentation() -> None:
     torch.testing.assert_close(logits, seg_net(x[:, :3]))  # the extra channels start at zero weight
     # the head starts at the soft Dice of its mask and the raw scored segmentation (embedding weights aside)
     model.init_output(0.3)
-    assert float(model.head.weight[0, :model.num_features].abs().max()) > 0
+    assert float(model.head.weight.detach()[0, :model.num_features].abs().max()) > 0
     with torch.no_grad():
         model.head.weight[0, :model.num_features] = 0.0
     k = meta.channels.index("seg:1")
@@ -128,7 +128,8 @@ def folder(tmp_path, monkeypatch):
 
 
 def test_score_learn_mask_end_to_end(folder, capsys) -> None:
-    code, _, err = run_captured(capsys, "score", "--framework", "img-seg-unc", "--learn-mask", "--measure",
+    # the default on 2D cases with an fpn-<backbone>
+    code, _, err = run_captured(capsys, "score", "--framework", "img-seg-unc", "--measure",
                                 "entropy", "--cv", "2", "-o", "s.csv", "--save-model", "q.pt", *FAST)
     assert code == 0, err
     model, meta = load_quality_model(folder / "q.pt")
@@ -152,8 +153,17 @@ def test_score_learn_mask_end_to_end(folder, capsys) -> None:
     assert code == 0, err
     assert (folder / "ex" / "gradcam-high.h5").exists() and (folder / "ex" / "umap.csv").exists()
     # without a CNN framework the flag is named as ignored
-    code, _, err = run_captured(capsys, "score", "--learn-mask", "-o", "f.csv", "--save-model", "f.pt")
-    assert code == 0 and "--learn-mask does not apply to" in err
+    code, _, err = run_captured(capsys, "score", "--no-learn-mask", "-o", "f.csv", "--save-model", "f.pt")
+    assert code == 0 and "--no-learn-mask does not apply to" in err
+    # a backbone without a registered fpn: asked for, one line; by default, the plain CNN and a line saying so
+    tiny = ["--framework", "seg-unc", "--measure", "entropy", "--cv", "0", "-o", "t.csv", "--save-model", "t.pt",
+            *FAST, "--backbone", "test_resnet"]
+    code, _, err = run_captured(capsys, "score", *tiny, "--learn-mask")
+    assert code == 2 and "--learn-mask: no segmentation model fpn-test_resnet (--backbone resnet18" in err
+    assert "Traceback" not in err and not (folder / "t.pt").exists()
+    code, _, err = run_captured(capsys, "score", *tiny)
+    assert code == 0 and "no segmentation model fpn-test_resnet" in err and "plain regression CNN" in err
+    assert not load_quality_model(folder / "t.pt")[1].learn_mask
 
 
 def test_learn_mask_refuses_volumes(tmp_path, monkeypatch, capsys) -> None:

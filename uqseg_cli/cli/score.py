@@ -164,14 +164,16 @@ def score(
         ),
     ] = False,
     learn_mask: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--learn-mask/--no-learn-mask",
             help="seg-unc/img-seg-unc/hybrid (2D): the CNN is the segmenter's architecture (fpn-<backbone>, "
             "started from its weights) that also learns each labelled case's reference mask; its Dice head reads "
-            "the pooled encoder and how far its mask lies from the scored segmentation.",
+            "the pooled encoder and how far its mask lies from the scored segmentation. (default: on for 2D cases "
+            "with an fpn-<backbone>; held out on ISIC it raised R², docs/quality.md)",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     critic_head: Annotated[
         str,
         typer.Option(

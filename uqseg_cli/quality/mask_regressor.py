@@ -47,13 +47,15 @@ class MaskRegressor(nn.Module):
     """
 
     def __init__(self, arch: str, in_chans: int, num_classes: int, seg_index: Sequence[int],
-                 seg_mean: Sequence[float], seg_std: Sequence[float], dropout: float = 0.2, n_extra: int = 0):
+                 seg_mean: Sequence[float], seg_std: Sequence[float], dropout: float = 0.2, n_extra: int = 0,
+                 pretrained: bool = False):
         super().__init__()
         from uqseg_cli.models.registry import create_model
 
         self.dims = 2
         self.n_extra = int(n_extra)
-        self.net = create_model(arch, in_channels=in_chans, num_classes=num_classes, dropout=0.0)
+        self.net = create_model(arch, in_channels=in_chans, num_classes=num_classes, dropout=0.0,
+                                pretrained=pretrained)
         info = self.net.backbone.feature_info
         self.num_features = int(info.channels()[-1])
         self.gradcam_layer = f"net.backbone.{info.module_name()[-1]}"

@@ -109,8 +109,8 @@ def create_quality_model(meta: QualityMeta, pretrained: bool = False) -> Quality
     ``extra_features``; with ``learn_mask`` a :class:`MaskRegressor` on ``fpn-<backbone>``, which needs the
     ``channel_mean``/``channel_std`` of its segmentation channels).
 
-    ``pretrained`` downloads timm's ImageNet weights (for fitting with ``--pretrained``; not for a mask regressor,
-    which starts from the segmenter); loading a checkpoint never needs them.
+    ``pretrained`` downloads timm's ImageNet weights (for fitting with ``--pretrained``; a mask regressor's encoder,
+    before the segmenter's weights replace them); loading a checkpoint never needs them.
     """
     if meta.learn_mask:
         idx = seg_channels(meta)
@@ -118,6 +118,7 @@ def create_quality_model(meta: QualityMeta, pretrained: bool = False) -> Quality
             f"fpn-{meta.backbone}", len(meta.channels), int(meta.num_classes), idx,
             [meta.channel_mean[i] for i in idx], [meta.channel_std[i] for i in idx],
             dropout=float(0.2 if meta.dropout is None else meta.dropout), n_extra=len(meta.extra_features or []),
+            pretrained=pretrained,
         )
     return QualityRegressor(
         meta.backbone,

@@ -114,7 +114,7 @@ class ScoreOptions:
     agreement_channel: bool = option(False, config=True)
     fold_ensemble: bool = option(False, config=True)  # new cases: mean of the K fold CNNs and the final one
     vote_level_pairs: bool = option(False, config=True)  # extra training pairs (quality/level_pairs.py)
-    learn_mask: bool = option(False, config=True)  # the regression CNN also learns the reference mask
+    learn_mask: bool | None = option(None, config=True)  # a mask regressor; None: where one can be built (2D fpn)
     critic_head: str = option("blend", config=True)  # critic_head.CRITIC_HEADS
     critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
@@ -416,11 +416,8 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
             raise UqsegError("--framework critic needs cross-fitting (--cv 2 or more): its regressor learns from "
                              "out-of-fold critic features")
         critic_arch(meta)
-    elif options.learn_mask:
-        if meta.dims != 2:
-            raise UqsegError("--learn-mask: the mask regressor is 2D (fpn-<backbone>); these cases are 3D")
-        critic_arch(meta)  # fpn-<backbone> must be a registered segmentation network
-        meta = dataclasses.replace(meta, learn_mask=True)
+    else:
+        meta = mask_choice(meta, options.learn_mask, report.quiet)
     init = segmenter_init(sf, options.init_from, meta, report.quiet)
     if init is not None:
         meta = dataclasses.replace(meta, init_from=init[0])
@@ -447,6 +444,29 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
     p.model_meta = dataclasses.replace(p.model_meta, segmenter=segmenter_info(sf))
     save_quality_model(path, p.model_meta, p.model, state_dict=p.state_dict)
     return p
+
+
+def mask_choice(meta: QualityMeta, asked: bool | None, quiet: bool) -> QualityMeta:
+    """``--learn-mask``: True, a mask regressor (quality/mask_regressor.py) or one line saying why none can be
+    built; None (the default), one where it can be built (2D cases, ``fpn-<backbone>`` registered), else the plain
+    regression CNN with a line saying so; False, the plain regression CNN."""
+    from uqseg_cli.models.registry import list_models
+
+    if asked is False:
+        return meta
+    why = None
+    if meta.dims != 2:
+        why = "the mask regressor is 2D (fpn-<backbone>); these cases are 3D"
+    elif f"fpn-{meta.backbone}" not in {m.name for m in list_models()}:
+        known = ", ".join(m.name[len("fpn-"):] for m in list_models() if m.name.startswith("fpn-"))
+        why = f"no segmentation model fpn-{meta.backbone} (--backbone {known})"
+    if why is None:
+        return dataclasses.replace(meta, learn_mask=True)
+    if asked:
+        raise UqsegError(f"--learn-mask: {why}")
+    if meta.dims == 2:  # 3D cases have only the plain CNN: nothing to say
+        log(f"{why}: a plain regression CNN instead of a mask regressor", quiet)
+    return meta
 
 
 def read_raw(sf: StageFile, case_ids: list[str], meta: QualityMeta, label: str, quiet: bool):
