@@ -10,6 +10,8 @@ import torch
 
 from tests.helpers import run_captured
 from tests.quality.synth import write_chain
+from uqseg_cli.models.checkpoint import Checkpoint, save_checkpoint
+from uqseg_cli.models.preprocessing import Preprocessing
 from uqseg_cli.models.registry import create_model
 from uqseg_cli.quality.checkpoint import load_quality_model
 from uqseg_cli.quality.inputs import build_inputs, channel_names
@@ -128,12 +130,16 @@ def folder(tmp_path, monkeypatch):
 
 
 def test_score_learn_mask_end_to_end(folder, capsys) -> None:
-    # the default on 2D cases with an fpn-<backbone>
-    code, _, err = run_captured(capsys, "score", "--framework", "img-seg-unc", "--measure",
-                                "entropy", "--cv", "2", "-o", "s.csv", "--save-model", "q.pt", *FAST)
+    # the default on 2D cases with an fpn-<backbone> and a segmenter to start from
+    torch.manual_seed(0)
+    seg = create_model("fpn-resnet18", in_channels=3, num_classes=2, dropout=0.2)
+    save_checkpoint(folder / "seg.pt", seg, Checkpoint(seg.arch, seg.init_args, Preprocessing(), ["bg", "lesion"]))
+    code, _, err = run_captured(capsys, "score", "--framework", "img-seg-unc", "--measure", "entropy", "--cv", "2",
+                                "-o", "s.csv", "--save-model", "q.pt", "--init-from", "seg.pt", *FAST)
     assert code == 0, err
     model, meta = load_quality_model(folder / "q.pt")
     assert meta.learn_mask and isinstance(model, MaskRegressor) and meta.training["loss"] == "mse+mask"
+    assert meta.init_tensors_from_segmenter == len(seg.state_dict())
     code, out, _ = run_captured(capsys, "info", "q.pt")
     assert code == 0 and "fpn-resnet18 that also learns the reference mask" in out
     # the saved model reproduces the fitted run's predictions, through score --model and through build_inputs
@@ -164,6 +170,13 @@ def test_score_learn_mask_end_to_end(folder, capsys) -> None:
     code, _, err = run_captured(capsys, "score", *tiny)
     assert code == 0 and "no segmentation model fpn-test_resnet" in err and "plain regression CNN" in err
     assert not load_quality_model(folder / "t.pt")[1].learn_mask
+    # by default a mask regressor starts from the segmenter; without one to start from, the plain CNN
+    code, _, err = run_captured(capsys, "score", *tiny[:-2], "--overwrite")
+    assert code == 0 and "no segmenter weights to start from (--init-from): a plain regression CNN" in err
+    assert not load_quality_model(folder / "t.pt")[1].learn_mask
+    code, _, err = run_captured(capsys, "score", *tiny[:-2], "--overwrite", "--learn-mask", "--input-size", "32")
+    assert code == 0, err  # asked for: a mask regressor from random weights
+    assert load_quality_model(folder / "t.pt")[1].learn_mask
 
 
 def test_learn_mask_refuses_volumes(tmp_path, monkeypatch, capsys) -> None:
