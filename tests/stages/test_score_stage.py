@@ -100,7 +100,8 @@ def test_result_changing_options_are_the_config_fields():
         "methods": [], "measures": [], "frameworks": [], "target": "dice", "model": None, "cv": 5,
         "backbone": "resnet18", "pretrained": False, "input_size": [96], "epochs": None, "patience": 6,
         "val_fraction": None, "lr": None, "loss": "mse", "init_from": "auto", "feature_models": [],
-        "agreement_channel": False, "fold_ensemble": False, "vote_level_pairs": False, "critic_head": "blend",
+        "agreement_channel": False, "fold_ensemble": False, "vote_level_pairs": False, "learn_mask": None,
+        "critic_head": "blend",
         "critic_tta": 1, "batch_size": 16, "features": None, "include_train_cases": False, "failure_threshold": None,
         "seed": 0,
     }
