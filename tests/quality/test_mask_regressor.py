@@ -140,6 +140,7 @@ def test_score_learn_mask_end_to_end(folder, capsys) -> None:
     model, meta = load_quality_model(folder / "q.pt")
     assert meta.learn_mask and isinstance(model, MaskRegressor) and meta.training["loss"] == "mse+mask"
     assert meta.init_tensors_from_segmenter == len(seg.state_dict())
+    assert meta.training["n_val"] == 0  # a mask regressor trains on every labelled case (FIT_DEFAULTS["mask"])
     code, out, _ = run_captured(capsys, "info", "q.pt")
     assert code == 0 and "fpn-resnet18 that also learns the reference mask" in out
     # the saved model reproduces the fitted run's predictions, through score --model and through build_inputs
