@@ -170,8 +170,8 @@ def score(
             "--learn-mask/--no-learn-mask",
             help="seg-unc/img-seg-unc/hybrid (2D): the CNN is the segmenter's architecture (fpn-<backbone>, "
             "started from its weights) that also learns each labelled case's reference mask; its Dice head reads "
-            "the pooled encoder and how far its mask lies from the scored segmentation. (default: on for 2D cases "
-            "with an fpn-<backbone>; held out on ISIC it raised R², docs/quality.md)",
+            "the pooled encoder and how far its mask lies from the scored segmentation. (default: on where it starts "
+            "from an fpn-<backbone> segmenter found by --init-from; held out on ISIC it raised R², docs/quality.md)",
             show_default=False,
         ),
     ] = None,
