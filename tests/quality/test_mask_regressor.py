@@ -140,7 +140,7 @@ def test_score_learn_mask_end_to_end(folder, capsys) -> None:
     model, meta = load_quality_model(folder / "q.pt")
     assert meta.learn_mask and isinstance(model, MaskRegressor) and meta.training["loss"] == "mse+mask"
     assert meta.init_tensors_from_segmenter == len(seg.state_dict())
-    assert meta.training["n_val"] == 0  # a mask regressor trains on every labelled case (FIT_DEFAULTS["mask"])
+    assert meta.training["n_val"] == 2  # with the image it keeps a validation part (FIT_DEFAULTS["cnn"])
     code, out, _ = run_captured(capsys, "info", "q.pt")
     assert code == 0 and "fpn-resnet18 that also learns the reference mask" in out
     # the saved model reproduces the fitted run's predictions, through score --model and through build_inputs
@@ -176,8 +176,9 @@ def test_score_learn_mask_end_to_end(folder, capsys) -> None:
     assert code == 0 and "no segmenter weights to start from (--init-from): a plain regression CNN" in err
     assert not load_quality_model(folder / "t.pt")[1].learn_mask
     code, _, err = run_captured(capsys, "score", *tiny[:-2], "--overwrite", "--learn-mask", "--input-size", "32")
-    assert code == 0, err  # asked for: a mask regressor from random weights
-    assert load_quality_model(folder / "t.pt")[1].learn_mask
+    assert code == 0, err  # asked for: a mask regressor from random weights; seg-unc trains on every case
+    meta = load_quality_model(folder / "t.pt")[1]
+    assert meta.learn_mask and meta.training["n_val"] == 0
 
 
 def test_learn_mask_refuses_volumes(tmp_path, monkeypatch, capsys) -> None:

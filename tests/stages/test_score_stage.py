@@ -112,8 +112,9 @@ def test_training_defaults_per_framework():
     cnn, critic = o.fit_config("seg-unc"), o.fit_config("critic")
     assert (cnn.epochs, cnn.val_fraction, cnn.lr) == (30, 0.2, 1e-3)
     assert (critic.epochs, critic.val_fraction, critic.lr) == (48, 0.0, 5e-4)
-    mask = o.fit_config("img-seg-unc", mask=True)
-    assert (mask.epochs, mask.val_fraction, mask.lr) == (30, 0.0, 1e-3)
+    mask = o.fit_config("seg-unc", mask=True)
+    assert (mask.epochs, mask.val_fraction, mask.lr) == (30, 0.0, 1e-3)  # without the image: the whole part
+    assert o.fit_config("img-seg-unc", mask=True) == o.fit_config("img-seg-unc") == o.fit_config("hybrid", mask=True)
     assert score.ScoreOptions(val_fraction=0.2).fit_config("seg-unc", mask=True).val_fraction == 0.2
     given = score.ScoreOptions(epochs=3, val_fraction=0.1, lr=0.01).fit_config("critic")
     assert (given.epochs, given.val_fraction, given.lr) == (3, 0.1, 0.01)  # what the user gives wins

@@ -111,8 +111,8 @@ def score(
     val_fraction: Annotated[
         float | None,
         typer.Option("--val-fraction", min=0.0, max=0.5,
-                     help="Part of each fit held out for early stopping. (default: 0.2; critic and mask regressor 0: "
-                     "the whole fold)"),
+                     help="Part of each fit held out for early stopping. (default: 0.2; critic and seg-unc mask "
+                     "regressor 0: the whole fold)"),
     ] = None,
     lr: Annotated[
         float | None, typer.Option("--lr", min=0.0, help="AdamW learning rate. (default: 1e-3; critic 5e-4)")
