@@ -222,8 +222,7 @@ def fit_cnn(
     ``meta.learn_mask`` (:mod:`~uqseg_cli.quality.mask_regressor`) needs ``masks`` ``(N, *input_size)`` int64, the
     reference labels on the input grid: the loss adds :data:`MASK_WEIGHT` × (Dice + cross-entropy) of the mask on
     the training cases (a pair keeps its case's reference); early stopping still reads the validation MSE of the
-    quality alone, and the network starts as the segmenter (``cfg.init_state``: every weight, zeros on the extra
-    input channels).
+    quality alone, and the network starts as the segmenter (``cfg.init_state``, ``models.init_as_segmenter``).
     """
     from uqseg_cli.training.loop import dice_ce_loss
 
@@ -252,16 +251,11 @@ def fit_cnn(
     model = model.to(device)
     model.init_output(float(yt[tr].mean()))
     rows, y_all, draw, n_pairs = x.__getitem__, yt, None, 0
-    case_of: Callable[[np.ndarray], np.ndarray] = np.asarray
+    case_of: Callable[[np.ndarray], np.ndarray] = np.asarray  # a training row -> its case's row
     if pairs is not None and len(pairs):
         if z is not None:
             raise ValueError("vote-level pairs replace the segmentation, which a hybrid model's features describe")
-        rows, y_all, draw, n_pairs = _with_pairs(x, yt, pairs, tr, meta, gen)
-        n = x.shape[0]
-
-        def case_of(idx: np.ndarray) -> np.ndarray:  # a pair's row -> its case's row
-            idx = np.asarray(idx)
-            return np.where(idx >= n, pairs.case[np.clip(idx - n, 0, None)], idx)
+        rows, y_all, draw, n_pairs, case_of = _with_pairs(x, yt, pairs, tr, meta, gen)
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
         zb = z[idx].to(device) if z is not None else None
@@ -303,9 +297,11 @@ def fit_cnn(
 
 def _with_pairs(
     x: torch.Tensor, y: torch.Tensor, pairs: LevelPairs, tr: np.ndarray, meta: QualityMeta, gen: torch.Generator
-) -> tuple[Callable[[np.ndarray], torch.Tensor], torch.Tensor, Callable[[], np.ndarray], int]:
+) -> tuple[Callable[[np.ndarray], torch.Tensor], torch.Tensor, Callable[[], np.ndarray], int,
+           Callable[[np.ndarray], np.ndarray]]:
     """Index space of the cases ``0..N-1`` and their pairs ``N..N+M-1``: ``(rows(idx) -> standardised inputs,
-    targets (N+M,), draw() -> one pair per training case with pairs, pairs of training cases)``."""
+    targets (N+M,), draw() -> one pair per training case with pairs, pairs of training cases, case_of(idx) -> the
+    row of each index's case)``."""
     n = x.shape[0]
     seg_idx = torch.tensor(seg_channels(meta))
     mean = torch.tensor(meta.channel_mean, dtype=x.dtype)[seg_idx].reshape(1, -1, *[1] * (x.ndim - 2))
@@ -315,12 +311,16 @@ def _with_pairs(
     keep = np.isin(pairs.case, tr)
     groups = [n + np.flatnonzero(keep & (pairs.case == c)) for c in np.unique(pairs.case[keep])]
 
+    def case_of(idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx)
+        return np.where(idx >= n, pairs.case[np.clip(idx - n, 0, None)], idx)
+
     def rows(idx: np.ndarray) -> torch.Tensor:
         idx = np.asarray(idx)
         extra = np.flatnonzero(idx >= n)
         if not len(extra):
             return x[idx]
-        xb = x[np.where(idx >= n, pairs.case[np.clip(idx - n, 0, None)], idx)].clone()
+        xb = x[case_of(idx)].clone()
         xb[torch.as_tensor(extra)[:, None], seg_idx[None, :]] = seg[idx[extra] - n]
         return xb
 
@@ -328,4 +328,4 @@ def _with_pairs(
         u = torch.rand(len(groups), generator=gen).numpy()
         return np.array([g[int(f * len(g))] for g, f in zip(groups, u, strict=True)], dtype=np.int64)
 
-    return rows, y_all, draw, int(keep.sum())
+    return rows, y_all, draw, int(keep.sum()), case_of

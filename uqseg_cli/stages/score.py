@@ -119,7 +119,7 @@ class ScoreOptions:
     agreement_channel: bool = option(False, config=True)
     fold_ensemble: bool = option(False, config=True)  # new cases: mean of the K fold CNNs and the final one
     vote_level_pairs: bool = option(False, config=True)  # extra training pairs (quality/level_pairs.py)
-    learn_mask: bool | None = option(None, config=True)  # a mask regressor; None: where one can be built (2D fpn)
+    learn_mask: bool | None = option(None, config=True)  # a mask regressor; None: where it starts from the segmenter
     critic_head: str = option("blend", config=True)  # critic_head.CRITIC_HEADS
     critic_tta: int = option(1, config=True)  # symmetries a critic's probabilities are averaged over (1-8)
     batch_size: int = option(16, config=True)
