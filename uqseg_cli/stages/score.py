@@ -81,7 +81,7 @@ held-out R² on ISIC 2017; 32 epochs instead of 16 raised every one of five crit
 and the framework's held-out R² from 0.66 to 0.72 (3 seeds), and 48 instead of 32 raised it 0.726 → 0.736 (boost
 head) and 0.739 → 0.751 (blend), PH2 Pearson 0.834 → 0.856 (seed 0); over 3 seeds the defaults give 0.754 ± 0.005,
 PH2 Pearson 0.853 (docs/quality.md). A seg-unc mask regressor (``--learn-mask``) also trains on its whole part:
-held out on ISIC, 600 cases for 30 epochs gave R² 0.709 ± 0.003 (PH2 Pearson 0.868) against 0.624 ± 0.025 (0.830)
+held out on ISIC, 600 cases for 30 epochs gave R² 0.700 ± 0.014 (PH2 Pearson 0.873) against 0.624 ± 0.025 (0.830)
 with early stopping on 20 %. The mask regressors that see the image (img-seg-unc, hybrid) keep the validation part:
 trained to the end they gained in site (img-seg-unc 0.705 → 0.718, 3 seeds) and lost on PH2 (Pearson 0.870 → 0.827;
 0.778 on one seed) — with the pixels they learn the annotation style of the set they saw, as critics do."""
