@@ -47,15 +47,25 @@ CRITIC_FEATURES = ("critic/dice", "critic/soft_dice", "critic/log_volume_ratio",
 """The per-case features a critic gives (see the module text), in column order."""
 
 
-def critic_arch(meta: QualityMeta) -> str:
-    """The registered segmentation model a critic is: ``fpn-<backbone>`` in 2D, ``unet3d-small`` in 3D."""
+def missing_fpn(backbone: str) -> str | None:
+    """Why there is no registered ``fpn-<backbone>`` (the 2D critic and mask regressor); None when there is one."""
     from uqseg_cli.models.registry import list_models
 
-    name = "unet3d-small" if int(meta.dims) == 3 else f"fpn-{meta.backbone}"
-    if name not in {m.name for m in list_models()}:
-        known = ", ".join(m.name[len("fpn-"):] for m in list_models() if m.name.startswith("fpn-"))
-        raise UqsegError(f"--framework critic: no segmentation model fpn-{meta.backbone} (--backbone {known})")
-    return name
+    names = [m.name for m in list_models()]
+    if f"fpn-{backbone}" in names:
+        return None
+    known = ", ".join(n[len("fpn-"):] for n in names if n.startswith("fpn-"))
+    return f"no segmentation model fpn-{backbone} (--backbone {known})"
+
+
+def critic_arch(meta: QualityMeta) -> str:
+    """The registered segmentation model a critic is: ``fpn-<backbone>`` in 2D, ``unet3d-small`` in 3D."""
+    if int(meta.dims) == 3:
+        return "unet3d-small"
+    why = missing_fpn(str(meta.backbone))
+    if why:
+        raise UqsegError(f"--framework critic: {why}")
+    return f"fpn-{meta.backbone}"
 
 
 def create_critic(meta: QualityMeta) -> torch.nn.Module:

@@ -68,8 +68,8 @@ class MaskRegressor(nn.Module):
         self.head = nn.Linear(self.num_features + len(AGREEMENT) + self.n_extra, 1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled deepest encoder map ``(N, F)``."""
-        return self.net.features_and_logits(x)[0][-1].mean(dim=(2, 3))
+        """Pooled deepest encoder map ``(N, F)`` (the encoder alone: no decoder pass)."""
+        return self.net.backbone(x)[-1].mean(dim=(2, 3))
 
     def outputs(self, x: torch.Tensor, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(quality (N,), mask logits (N, K, H, W))``; ``z`` ``(N, n_extra)`` standardised hybrid features (None:

@@ -27,7 +27,7 @@ from uqseg_cli.parsing import parse_size
 from uqseg_cli.progress import FitProgress, Progress, log, warn
 from uqseg_cli.quality.checkpoint import read_quality_checkpoint, save_quality_model
 from uqseg_cli.quality.combined import CombinedStats
-from uqseg_cli.quality.critic import critic_arch, load_critics
+from uqseg_cli.quality.critic import critic_arch, load_critics, missing_fpn
 from uqseg_cli.quality.critic_head import CRITIC_HEADS, HEAD_DETAIL, critic_head_of
 from uqseg_cli.quality.features import ALL_FEATURE_MODELS, FEATURE_MODELS
 from uqseg_cli.quality.inputs import FRAMEWORKS
@@ -423,8 +423,8 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
             raise UqsegError("--framework critic needs cross-fitting (--cv 2 or more): its regressor learns from "
                              "out-of-fold critic features")
         critic_arch(meta)
-    elif options.learn_mask and mask_problem(meta):
-        raise UqsegError(f"--learn-mask: {mask_problem(meta)}")
+    elif options.learn_mask and (why := mask_problem(meta)):
+        raise UqsegError(f"--learn-mask: {why}")
     init = segmenter_init(sf, options.init_from, meta, report.quiet)
     if init is not None:
         meta = dataclasses.replace(meta, init_from=init[0])
@@ -459,14 +459,9 @@ def fit_cnn(sf: StageFile, inputs: Inputs, framework: str, method: str, measure:
 
 def mask_problem(meta: QualityMeta) -> str | None:
     """Why no mask regressor (quality/mask_regressor.py) can be built for ``meta``; None when one can."""
-    from uqseg_cli.models.registry import list_models
-
     if meta.dims != 2:
         return "the mask regressor is 2D (fpn-<backbone>); these cases are 3D"
-    if f"fpn-{meta.backbone}" not in {m.name for m in list_models()}:
-        known = ", ".join(m.name[len("fpn-"):] for m in list_models() if m.name.startswith("fpn-"))
-        return f"no segmentation model fpn-{meta.backbone} (--backbone {known})"
-    return None
+    return missing_fpn(str(meta.backbone))
 
 
 def mask_choice(meta: QualityMeta, asked: bool | None, from_segmenter: bool, quiet: bool) -> QualityMeta:
